@@ -1,0 +1,147 @@
+#pragma once
+// Tensor: a cheap handle (shared_ptr) to contiguous row-major storage with a shape, a dtype
+// and a name. Copying a Tensor copies the handle, not the data.
+//
+// Autograd state lives in a separate GradSlot that a Tensor owns only when it requires a
+// gradient. The tape's nodes hold GradSlots, not Tensors, so recording an op never keeps an
+// activation's data alive: only the tensors an op lists as `saved` are kept (tape.h).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "autograd/dtype.h"
+#include "autograd/error.h"
+
+namespace mg {
+
+using Shape = std::vector<int64_t>;
+
+int64_t shape_numel(const Shape& s);
+std::string shape_str(const Shape& s);  // "[2, 3, 4]"
+
+// Raw aligned bytes (64-byte aligned, so AVX loads never straddle a cache line at the start).
+struct Storage {
+  explicit Storage(size_t bytes);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  void* ptr = nullptr;
+  size_t bytes = 0;
+};
+
+class Tensor;
+
+// The autograd side of a tensor that requires a gradient.
+struct GradSlot {
+  Shape shape;
+  DType dtype;
+  std::string name;
+  bool is_param = false;                 // parameter grads persist (and accumulate) across backward calls
+  std::shared_ptr<struct TensorImpl> grad;  // allocated (zeroed) on first accumulation
+};
+
+struct TensorImpl {
+  Shape shape;
+  DType dtype = DType::F32;
+  std::shared_ptr<Storage> storage;
+  int64_t offset_bytes = 0;  // views (reshape, row ranges) share storage
+  std::string name;
+  std::shared_ptr<GradSlot> slot;  // non-null iff requires_grad
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  // --- construction -------------------------------------------------------------------
+  static Tensor empty(const Shape& shape, DType dtype = DType::F32, std::string name = "");
+  static Tensor zeros(const Shape& shape, DType dtype = DType::F32, std::string name = "");
+  static Tensor full(const Shape& shape, double value, DType dtype = DType::F32);
+  static Tensor from_vector(const std::vector<float>& v, const Shape& shape);
+  static Tensor from_vector(const std::vector<double>& v, const Shape& shape);
+  static Tensor from_ids(const std::vector<int32_t>& v, const Shape& shape);  // I32
+
+  // --- inspection -----------------------------------------------------------------------
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const { return impl_->shape; }
+  int ndim() const { return static_cast<int>(impl_->shape.size()); }
+  int64_t dim(int i) const;  // negative i counts from the end
+  int64_t numel() const { return shape_numel(impl_->shape); }
+  DType dtype() const { return impl_->dtype; }
+  size_t bytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype()); }
+  const std::string& name() const { return impl_->name; }
+  Tensor& set_name(std::string n);
+  TensorImpl* impl() const { return impl_.get(); }
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+  bool same(const Tensor& o) const { return impl_ == o.impl_; }
+  std::string describe() const;  // "name f32[2, 3]"
+
+  // Typed data access; throws if T does not match dtype().
+  template <class T> T* data();
+  template <class T> const T* data() const;
+  void* raw() { return static_cast<char*>(impl_->storage->ptr) + impl_->offset_bytes; }
+  const void* raw() const { return static_cast<const char*>(impl_->storage->ptr) + impl_->offset_bytes; }
+
+  // Element read as double (tests, logging). Index is flat.
+  double item(int64_t flat_index = 0) const;
+  std::vector<double> to_double_vector() const;
+
+  // --- autograd -------------------------------------------------------------------------
+  bool requires_grad() const { return impl_ && impl_->slot != nullptr; }
+  // Marks a leaf as requiring a gradient; is_param grads persist across backward calls.
+  Tensor& set_requires_grad(bool on, bool is_param = false);
+  const std::shared_ptr<GradSlot>& slot() const { return impl_->slot; }
+  Tensor grad() const;  // undefined if none has been accumulated yet
+  void zero_grad();     // drops the gradient buffer (next accumulation starts from zero)
+
+  // --- copies and views -----------------------------------------------------------------
+  Tensor detach() const;                     // same storage, no grad
+  Tensor clone() const;                      // deep copy, no grad
+  Tensor to(DType dtype) const;              // converting copy between F32/F64/F16/I32
+  Tensor view(const Shape& shape) const;     // same storage, new shape (numel must match), no grad
+  void copy_from(const Tensor& src);         // same shape; converts dtype
+  void fill(double value);
+
+ private:
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+// The gradient buffer of a slot, allocated zeroed on first use. Op backwards accumulate into it.
+Tensor slot_grad(GradSlot& slot);
+
+template <class T>
+constexpr DType dtype_of();
+template <> constexpr DType dtype_of<float>() { return DType::F32; }
+template <> constexpr DType dtype_of<double>() { return DType::F64; }
+template <> constexpr DType dtype_of<uint16_t>() { return DType::F16; }
+template <> constexpr DType dtype_of<uint8_t>() { return DType::U8; }
+template <> constexpr DType dtype_of<int32_t>() { return DType::I32; }
+template <> constexpr DType dtype_of<int64_t>() { return DType::I64; }
+
+template <class T>
+T* Tensor::data() {
+  MG_CHECK(impl_, "[tensor] data() on an undefined tensor");
+  MG_CHECK(impl_->dtype == dtype_of<T>(), "[tensor] {} holds {}, asked for {}", describe(),
+           dtype_name(impl_->dtype), dtype_name(dtype_of<T>()));
+  return static_cast<T*>(raw());
+}
+template <class T>
+const T* Tensor::data() const {
+  return const_cast<Tensor*>(this)->data<T>();
+}
+
+// Runs `body.template operator()<T>()` with T = float or double per the dtype.
+#define MG_DISPATCH_FLOAT(dtype, where, ...)                                              \
+  [&] {                                                                                   \
+    switch (dtype) {                                                                      \
+      case ::mg::DType::F32: { using scalar_t = float; return __VA_ARGS__(); }            \
+      case ::mg::DType::F64: { using scalar_t = double; return __VA_ARGS__(); }           \
+      default:                                                                            \
+        throw ::mg::Error(::fmt::format("[{}] needs f32 or f64, got {}", where,            \
+                                        ::mg::dtype_name(dtype)));                        \
+    }                                                                                     \
+  }()
+
+}  // namespace mg
