@@ -36,6 +36,14 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, std::string name) {
   return Tensor(std::move(impl));
 }
 
+Tensor Tensor::meta(const Shape& shape, DType dtype, std::string name) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->dtype = dtype;
+  impl->name = std::move(name);
+  return Tensor(std::move(impl));
+}
+
 Tensor Tensor::zeros(const Shape& shape, DType dtype, std::string name) {
   Tensor t = empty(shape, dtype, std::move(name));
   std::memset(t.raw(), 0, t.bytes());

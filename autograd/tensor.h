@@ -62,6 +62,10 @@ class Tensor {
   static Tensor from_vector(const std::vector<float>& v, const Shape& shape);
   static Tensor from_vector(const std::vector<double>& v, const Shape& shape);
   static Tensor from_ids(const std::vector<int32_t>& v, const Shape& shape);  // I32
+  // Shape and dtype without storage: lets `magellan info` build a model's exact parameter
+  // list (the code path that allocates it) without allocating. Data access throws.
+  static Tensor meta(const Shape& shape, DType dtype = DType::F32, std::string name = "");
+  bool is_meta() const { return impl_ && !impl_->storage; }
 
   // --- inspection -----------------------------------------------------------------------
   bool defined() const { return impl_ != nullptr; }
@@ -81,8 +85,11 @@ class Tensor {
   // Typed data access; throws if T does not match dtype().
   template <class T> T* data();
   template <class T> const T* data() const;
-  void* raw() { return static_cast<char*>(impl_->storage->ptr) + impl_->offset_bytes; }
-  const void* raw() const { return static_cast<const char*>(impl_->storage->ptr) + impl_->offset_bytes; }
+  void* raw() {
+    MG_CHECK(impl_->storage, "[tensor] {} has no storage (a meta tensor)", describe());
+    return static_cast<char*>(impl_->storage->ptr) + impl_->offset_bytes;
+  }
+  const void* raw() const { return const_cast<Tensor*>(this)->raw(); }
 
   // Element read as double (tests, logging). Index is flat.
   double item(int64_t flat_index = 0) const;

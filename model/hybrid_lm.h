@@ -1,0 +1,81 @@
+#pragma once
+// The hybrid Mamba + MoE language model (design.md §3):
+//   x = embedding.weight[tokens]                             (B,T,C)
+//   for each layer i (kind 'M' Mamba or 'E' MoE):  x = x + mixer_i(rmsnorm_i(x))
+//   logits = rmsnorm_f(x) @ embedding.weight^T                (tied; lm_head when untied)
+//   loss = CE + aux_loss_coef * mean_MoE(L_aux) + z_loss_coef * mean_MoE(L_z)
+#include <memory>
+#include <vector>
+
+#include "autograd/module.h"
+#include "experiments/config.h"
+#include "model/mamba_block.h"
+#include "model/moe_block.h"
+#include "model/rmsnorm.h"
+
+namespace mg {
+
+class HybridLayer : public Module {
+ public:
+  HybridLayer(const ModelConfig& cfg, char kind, DType dtype, bool meta);
+  char kind;
+  RMSNorm norm;
+  std::unique_ptr<MambaMixer> mamba;  // kind 'M'
+  std::unique_ptr<MoeMixer> moe;      // kind 'E'
+};
+
+struct ForwardOptions {
+  bool training = false;
+  bool want_logits = true;
+  GradCheckpointing checkpointing = GradCheckpointing::None;
+  int checkpoint_every_n = 2;
+  Rng* rng = nullptr;  // LoRA dropout
+};
+
+struct LmOutput {
+  Tensor logits;   // (B*T, V) when requested
+  Tensor loss;     // [] total (when targets were given)
+  Tensor ce_loss;  // [] cross-entropy alone
+  Tensor aux_loss, z_loss;  // [] means over MoE layers (undefined without MoE layers)
+  std::vector<RoutingStats> routing;  // one per MoE layer, in layer order
+};
+
+class HybridLM : public Module {
+ public:
+  // meta = build the exact parameter list without allocating (magellan info).
+  HybridLM(const ModelConfig& cfg, DType dtype = DType::F32, bool meta = false);
+
+  // Fresh weights per design.md §3, from `seed`.
+  void init(uint64_t seed);
+
+  // tokens, targets: I32 (B,T); targets may be undefined (then no loss).
+  LmOutput forward(const Tensor& tokens, const Tensor& targets, const ForwardOptions& opts = {}) const;
+
+  // Per-layer recurrent state for generation.
+  struct DecodeState {
+    std::vector<MambaState> mamba;  // indexed by layer (unused for MoE layers)
+  };
+  // One token per sequence: tokens I32 (B) -> logits (B, V). O(1) in the sequence length.
+  Tensor decode_step(const Tensor& tokens, DecodeState& state) const;
+
+  const ModelConfig& config() const { return cfg_; }
+  DType dtype() const { return dtype_; }
+  const Tensor& head_weight() const { return cfg_.tie_embeddings ? embedding.weight : lm_head->weight; }
+
+  Embedding embedding;
+  std::vector<std::unique_ptr<HybridLayer>> layers;
+  RMSNorm norm_f;
+  std::unique_ptr<Linear> lm_head;  // untied only
+
+ private:
+  Tensor run_layer(int i, const Tensor& x, const ForwardOptions& opts, std::vector<Tensor>& extra,
+                   std::vector<RoutingStats>& stats) const;
+  ModelConfig cfg_;
+  DType dtype_;
+};
+
+// Visits every Linear in the model with its dotted name ("layers.0.mixer.in_proj"): the
+// units LoRA targets and QLoRA quantizes.
+void visit_linears(HybridLM& model, const std::function<void(const std::string&, Linear&)>& fn);
+
+}  // namespace mg
