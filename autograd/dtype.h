@@ -39,4 +39,14 @@ constexpr std::string_view dtype_name(DType t) {
   return "?";
 }
 
+// The DType of a C++ element type (F16 is IEEE half held in a uint16_t).
+template <class T>
+constexpr DType dtype_of();
+template <> constexpr DType dtype_of<float>() { return DType::F32; }
+template <> constexpr DType dtype_of<double>() { return DType::F64; }
+template <> constexpr DType dtype_of<uint16_t>() { return DType::F16; }
+template <> constexpr DType dtype_of<uint8_t>() { return DType::U8; }
+template <> constexpr DType dtype_of<int32_t>() { return DType::I32; }
+template <> constexpr DType dtype_of<int64_t>() { return DType::I64; }
+
 }  // namespace mg

@@ -18,7 +18,8 @@ void Module::register_module(const std::string& name, Module& child) {
 }
 
 void Module::visit_parameters(const ParamVisitor& fn, const std::string& prefix) {
-  for (auto& [name, p] : params_) fn(prefix + name, *p);
+  for (auto& [name, p] : params_)
+    if (p->defined()) fn(prefix + name, *p);  // undefined: a removed optional parameter
   for (auto& [name, child] : children_) child->visit_parameters(fn, prefix + name + ".");
 }
 

@@ -2,7 +2,9 @@
 // Internal helpers shared by the op implementations (not part of the public API).
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "autograd/tape.h"
 #include "autograd/tensor.h"
@@ -16,6 +18,30 @@ template <class F>
 inline void parallel_for(int64_t n, F&& f, int64_t grain = kParallelGrain) {
 #pragma omp parallel for schedule(static) if (n > grain)
   for (int64_t i = 0; i < n; ++i) f(i);
+}
+
+// Sum of f(i) for i in [0, n) in double, deterministic for any thread count: fixed chunks
+// summed in parallel, partial sums added in chunk order (OpenMP's reduction clause combines
+// in arrival order, which would break bit-exact resume with more than two threads).
+template <class F>
+inline double deterministic_sum(int64_t n, F&& f) {
+  constexpr int64_t kChunk = 4096;
+  const int64_t nchunks = (n + kChunk - 1) / kChunk;
+  if (nchunks <= 1) {
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += f(i);
+    return s;
+  }
+  std::vector<double> partial(static_cast<size_t>(nchunks), 0.0);
+#pragma omp parallel for schedule(static) if (n > kParallelGrain)
+  for (int64_t c = 0; c < nchunks; ++c) {
+    double s = 0;
+    for (int64_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) s += f(i);
+    partial[c] = s;
+  }
+  double s = 0;
+  for (double p : partial) s += p;
+  return s;
 }
 
 inline void check_float(const Tensor& t, const char* op) {

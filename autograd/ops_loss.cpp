@@ -28,17 +28,18 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets) {
   MG_DISPATCH_FLOAT(logits.dtype(), "cross_entropy", [&] {
     const scalar_t* x = logits.data<scalar_t>();
     scalar_t* l = lse.data<scalar_t>();
-    double total = 0;
-_Pragma("omp parallel for reduction(+ : total) schedule(static) if (M * V > kParallelGrain)")  // (_Pragma: inside a dispatch macro)
-    for (int64_t i = 0; i < M; ++i) {
+    std::vector<double> row_loss(static_cast<size_t>(M), 0.0);
+    parallel_for(M, [&](int64_t i) {
       const scalar_t* r = x + i * V;
       scalar_t mx = r[0];
       for (int64_t j = 1; j < V; ++j) mx = std::max(mx, r[j]);
       scalar_t s = 0;
       for (int64_t j = 0; j < V; ++j) s += std::exp(r[j] - mx);
       l[i] = mx + std::log(s);
-      if (t[i] >= 0) total += static_cast<double>(l[i] - r[t[i]]);
-    }
+      if (t[i] >= 0) row_loss[i] = static_cast<double>(l[i] - r[t[i]]);
+    }, 4);
+    double total = 0;  // summed in row order: the same bits for any thread count
+    for (double v : row_loss) total += v;
     out.data<scalar_t>()[0] = static_cast<scalar_t>(counted ? total / static_cast<double>(counted) : 0.0);
   });
 

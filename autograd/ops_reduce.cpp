@@ -16,9 +16,8 @@ Tensor weighted_sum(const Tensor& x, double w, const char* name) {
   Tensor out = Tensor::empty({}, x.dtype());
   MG_DISPATCH_FLOAT(x.dtype(), name, [&] {
     const scalar_t* in = x.data<scalar_t>();
-    double s = 0;  // double accumulation: losses are sums of many terms
-_Pragma("omp parallel for reduction(+ : s) if (n > kParallelGrain)")  // (_Pragma: inside a dispatch macro)
-    for (int64_t i = 0; i < n; ++i) s += in[i];
+    // double accumulation: losses are sums of many terms
+    const double s = deterministic_sum(n, [&](int64_t i) { return static_cast<double>(in[i]); });
     out.data<scalar_t>()[0] = static_cast<scalar_t>(s * w);
   });
   if (any_requires_grad({&x})) {

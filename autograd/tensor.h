@@ -118,14 +118,6 @@ class Tensor {
 // The gradient buffer of a slot, allocated zeroed on first use. Op backwards accumulate into it.
 Tensor slot_grad(GradSlot& slot);
 
-template <class T>
-constexpr DType dtype_of();
-template <> constexpr DType dtype_of<float>() { return DType::F32; }
-template <> constexpr DType dtype_of<double>() { return DType::F64; }
-template <> constexpr DType dtype_of<uint16_t>() { return DType::F16; }
-template <> constexpr DType dtype_of<uint8_t>() { return DType::U8; }
-template <> constexpr DType dtype_of<int32_t>() { return DType::I32; }
-template <> constexpr DType dtype_of<int64_t>() { return DType::I64; }
 
 template <class T>
 T* Tensor::data() {

@@ -104,6 +104,13 @@ void Linear::merge_lora() {
   merged_ = true;
 }
 
+void Linear::drop_lora() {
+  MG_CHECK(merged_, "[lora] drop_lora on {}: merge the adapter first, or its update is lost", weight.name());
+  lora_A = Tensor();  // the registry skips undefined parameters
+  lora_B = Tensor();
+  merged_ = false;
+}
+
 void Linear::unmerge_lora() {
   MG_CHECK(has_lora() && merged_, "[lora] {} has no merged adapter", weight.name());
   MG_DISPATCH_FLOAT(weight.dtype(), "unmerge_lora", [&] {

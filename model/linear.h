@@ -47,6 +47,8 @@ class Linear : public Module {
   void merge_lora();
   void unmerge_lora();
   bool merged() const { return merged_; }
+  // Forgets a merged adapter: the layer is then a plain (merged) Linear.
+  void drop_lora();
 
   // The base weight as float (dequantized when NF4): [out, in].
   Tensor dense_weight() const;
