@@ -18,6 +18,8 @@ class Tokenizer {
   // text -> ids. Any byte string is accepted (invalid UTF-8 included) and never throws.
   virtual std::vector<int32_t> encode(std::string_view text) const = 0;
   // ids -> text; decode(encode(s)) == s for every s. Throws mg::Error on an id out of range.
+  // (Exceptions a tokenizer file asks for: an NFC normalizer gives nfc(s), and bytes a BPE vocab
+  // has no symbol for are dropped; data/bpe_tokenizer.h. GPT-2 and "byte" have none.)
   virtual std::string decode(std::span<const int32_t> ids) const = 0;
 
   virtual int32_t vocab_size() const = 0;               // ids are in [0, vocab_size)
@@ -32,6 +34,7 @@ class Tokenizer {
 //   "byte"                  -> 256 byte ids + <|endoftext|> (id 256)
 //   "gpt2:<dir>"            -> <dir>/encoder.json + <dir>/vocab.bpe
 //   "<path>/tokenizer.json" -> Hugging Face tokenizer.json (BPE with ByteLevel pre-tokenizer)
+//   "<dir>"                 -> <dir>/tokenizer.json, when the folder holds one
 // Throws mg::Error naming the path and what is wrong.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& spec);
 

@@ -100,7 +100,8 @@ LmOutput HybridLM::forward(const Tensor& tokens, const Tensor& targets, const Fo
   }
 
   Tensor h = ops::reshape(norm_f.forward(x), {B * T, C});  // (B*T, C)
-  Tensor logits = ops::linear(h, head_weight());           // (B*T, V)
+  // (B*T, V): tied head, or lm_head as a Linear (so it can be NF4 or carry an adapter)
+  Tensor logits = lm_head ? lm_head->forward(h, opts.rng, opts.training) : ops::linear(h, embedding.weight);
   if (opts.want_logits) res.logits = logits;
   if (n_moe > 0) {
     res.aux_loss = ops::scale(aux_sum, 1.0 / n_moe);
@@ -131,7 +132,8 @@ Tensor HybridLM::decode_step(const Tensor& tokens, DecodeState& state) const {
     Tensor hn = layer.norm.forward(x);
     x = ops::add(x, layer.mamba ? layer.mamba->step(hn, state.mamba[i]) : layer.moe->forward(hn).out);
   }
-  return ops::linear(ops::reshape(norm_f.forward(x), {B, C}), head_weight());  // (B, V)
+  Tensor h = ops::reshape(norm_f.forward(x), {B, C});
+  return lm_head ? lm_head->forward(h) : ops::linear(h, embedding.weight);  // (B, V)
 }
 
 void visit_linears(HybridLM& model, const std::function<void(const std::string&, Linear&)>& fn) {

@@ -58,6 +58,8 @@ void Linear::quantize_base() {
 }
 
 void Linear::set_quantized(std::shared_ptr<NF4Weight> q) {
+  MG_CHECK(!merged_, "[qlora] {} holds a merged LoRA adapter: unmerge (or drop) it before replacing the "
+           "base weight by an NF4 one", weight.name());
   MG_CHECK(q && q->rows == out_features && q->cols == in_features,
            "[qlora] NF4 weight [{}, {}] does not fit layer {} [{}, {}]", q ? q->rows : 0, q ? q->cols : 0,
            weight.name(), out_features, in_features);
@@ -84,8 +86,18 @@ void Linear::add_lora(const LoraSettings& s, Rng& rng) {
   lora_A = Tensor::zeros({s.r, in_features}, dt);
   lora_B = Tensor::zeros({out_features, s.r}, dt);  // B = 0: the adapted layer starts equal to the base
   fill_kaiming_uniform_a_sqrt5(lora_A, rng, in_features);
-  register_parameter("lora_A", lora_A);
-  register_parameter("lora_B", lora_B);
+  if (!lora_registered_) {
+    register_parameter("lora_A", lora_A);
+    register_parameter("lora_B", lora_B);
+    lora_registered_ = true;
+  } else {
+    // A new adapter after drop_lora: the registry already points at these members (a second
+    // register_parameter would throw "registered twice"); name them and make them trainable.
+    lora_A.set_name("lora_A");
+    lora_B.set_name("lora_B");
+    set_trainable(lora_A, true);
+    set_trainable(lora_B, true);
+  }
 }
 
 void Linear::merge_lora() {

@@ -42,8 +42,10 @@ class Linear : public Module {
   void add_lora(const LoraSettings& s, Rng& rng);
   bool has_lora() const { return lora_A.defined(); }
   const LoraSettings& lora_settings() const { return lora_; }
-  // W += scale * B A (dequantizing an NF4 base to float32 first) and removes the adapter;
-  // unmerge subtracts it again (exactly, up to float rounding) and restores the adapter.
+  // W += scale * B A (dequantizing an NF4 base to float32 first); forward then skips the
+  // adapter, which is kept so unmerge can subtract it again (up to float rounding) and
+  // re-enable it.
+  // An NF4 base comes back from unmerge as float32 (its dequantized values), not as NF4.
   void merge_lora();
   void unmerge_lora();
   bool merged() const { return merged_; }
@@ -64,6 +66,7 @@ class Linear : public Module {
   std::shared_ptr<NF4Weight> quantized_;
   LoraSettings lora_;
   bool merged_ = false;
+  bool lora_registered_ = false;  // lora_A/lora_B are in the registry (kept across drop_lora)
 };
 
 // PyTorch's default nn.Linear init: W, b ~ U(-1/sqrt(in), 1/sqrt(in)).

@@ -1,8 +1,62 @@
 #include "model/lora.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace mg {
+
+namespace {
+
+// "a, b, c, ..." of the first few names, for error messages that show what would match.
+std::string first_names(const std::vector<std::string>& names, size_t n = 6) {
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < n; ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > n) out += ", ...";
+  return out;
+}
+
+// Throws unless every target_modules pattern hits a Linear that can take an adapter.
+void check_target_patterns(const LoraConfig& lora, const std::vector<std::string>& targetable) {
+  for (const std::string& pat : lora.target_modules) {
+    const bool hit = std::any_of(targetable.begin(), targetable.end(),
+                                 [&](const std::string& n) { return pattern_matches(pat, n); });
+    if (hit) continue;
+    const std::string why = pattern_matches(pat, "lm_head")
+                                ? " (lm_head cannot take an adapter: HybridLM computes the head outside "
+                                  "Linear::forward; list 'lm_head.weight' in lora.trainable to train it)"
+                                : "";
+    throw Error(fmt::format("[lora] lora.target_modules pattern '{}' matches no linear layer{}; layers are "
+                            "named like: {}",
+                            pat, why, first_names(targetable)));
+  }
+}
+
+// Throws unless every lora.trainable pattern names some parameter, and none names a weight
+// that is (or is about to be) NF4: it has no float copy and nf4_linear gives it no gradient.
+void check_trainable_patterns(const LoraConfig& lora, const std::vector<std::string>& param_names,
+                              const std::vector<std::string>& nf4_weights) {
+  for (const std::string& pat : lora.trainable) {
+    for (const std::string& w : nf4_weights)
+      if (pattern_matches(pat, w))
+        throw Error(fmt::format("[lora] lora.trainable pattern '{}' names {}, a frozen NF4 weight "
+                                "(qlora.enabled): NF4 weights get no gradient; add its module to "
+                                "lora.target_modules to train an adapter on it instead, or use a "
+                                "narrower pattern",
+                                pat, w));
+    const bool hit = std::any_of(param_names.begin(), param_names.end(),
+                                 [&](const std::string& n) { return pattern_matches(pat, n); });
+    if (!hit)
+      throw Error(fmt::format("[lora] lora.trainable pattern '{}' matches no parameter; parameters are "
+                              "named like: {}",
+                              pat, first_names(param_names, 8)));
+  }
+}
+
+}  // namespace
+
+std::string lora_A_name(std::string_view module) { return std::string(module) + ".lora_A"; }
+std::string lora_B_name(std::string_view module) { return std::string(module) + ".lora_B"; }
+bool is_adapter_param(std::string_view name) { return name.ends_with(".lora_A") || name.ends_with(".lora_B"); }
 
 std::string LoraReport::summary() const {
   const double total = static_cast<double>(trainable_params + frozen_params);
@@ -12,50 +66,51 @@ std::string LoraReport::summary() const {
 }
 
 LoraReport apply_lora(HybridLM& model, const LoraConfig& lora, const QloraConfig& qlora, uint64_t seed) {
-  LoraReport rep;
   std::vector<std::pair<std::string, Linear*>> linears;
   visit_linears(model, [&](const std::string& name, Linear& l) { linears.emplace_back(name, &l); });
+  // lm_head bypasses Linear::forward (lora.h): never quantized, never a target.
+  auto is_head = [](const std::string& name) { return name == "lm_head"; };
 
-  if (qlora.enabled) {
-    for (auto& [name, l] : linears) {
-      l->quantize_base();
-      ++rep.quantized;
-    }
+  // 1. Check every pattern against the model as it will be, before changing anything.
+  std::vector<std::string> targetable, nf4_weights, param_names;
+  for (auto& [name, l] : linears) {
+    if (is_head(name)) continue;
+    targetable.push_back(name);
+    if (qlora.enabled || l->is_quantized()) nf4_weights.push_back(name + ".weight");
   }
+  model.visit_parameters([&](const std::string& name, Tensor&) { param_names.push_back(name); });
   if (lora.enabled) {
-    for (const std::string& pat : lora.target_modules) {
-      bool hit = false;
-      for (auto& [name, l] : linears) hit = hit || pattern_matches(pat, name);
-      if (!hit) {
-        std::string some;
-        for (size_t i = 0; i < linears.size() && i < 6; ++i) some += (i ? ", " : "") + linears[i].first;
-        throw Error(fmt::format("[lora] lora.target_modules pattern '{}' matches no linear layer; layers are "
-                                "named like: {}", pat, some));
-      }
-    }
-    Rng rng(seed ^ 0x10a5eedull);
-    LoraSettings s{lora.r, lora.alpha, lora.dropout, lora.use_rslora};
-    for (auto& [name, l] : linears)
+    check_target_patterns(lora, targetable);
+    for (const std::string& name : targetable)
       if (any_pattern_matches(lora.target_modules, name)) {
+        param_names.push_back(lora_A_name(name));
+        param_names.push_back(lora_B_name(name));
+      }
+  }
+  const bool fine_tuning = lora.enabled || qlora.enabled;
+  if (fine_tuning) check_trainable_patterns(lora, param_names, nf4_weights);
+
+  // 2. Quantize, add adapters, freeze.
+  LoraReport rep;
+  if (qlora.enabled)
+    for (auto& [name, l] : linears)
+      if (!is_head(name)) l->quantize_base();  // no-op for a base already loaded as NF4
+  if (lora.enabled) {
+    Rng rng(seed ^ 0x10a5eedull);  // A ~ kaiming-uniform, drawn layer by layer in model order
+    const LoraSettings s{lora.r, lora.alpha, lora.dropout, lora.use_rslora};
+    for (auto& [name, l] : linears)
+      if (!is_head(name) && any_pattern_matches(lora.target_modules, name)) {
         l->add_lora(s, rng);
         rep.adapted.push_back(name);
       }
   }
-  // Freeze what the mode says is frozen.
-  if (lora.enabled || qlora.enabled) {
+  if (fine_tuning) {
     model.visit_parameters([&](const std::string& name, Tensor& p) {
-      if (p.is_meta()) return;  // NF4 base
-      const bool adapter = name.ends_with(".lora_A") || name.ends_with(".lora_B");
-      const bool listed = any_pattern_matches(lora.trainable, name);
-      set_trainable(p, adapter || listed || (!lora.enabled && !qlora.enabled));
+      if (p.is_meta()) return;  // an NF4 base: no float data, never trainable
+      set_trainable(p, is_adapter_param(name) || any_pattern_matches(lora.trainable, name));
     });
-    for (const std::string& pat : lora.trainable)
-      for (auto& [name, l] : linears)
-        if (l->is_quantized() && pattern_matches(pat, name + ".weight"))
-          throw Error(fmt::format("[lora] lora.trainable pattern '{}' names {}.weight, which is frozen NF4 "
-                                  "(qlora.enabled): NF4 weights get no gradient; add '{}' to "
-                                  "lora.target_modules to train an adapter on it instead", pat, name, name));
   }
+  for (auto& [name, l] : linears) rep.quantized += l->is_quantized();
   model.visit_parameters([&](const std::string&, Tensor& p) {
     (p.requires_grad() ? rep.trainable_params : rep.frozen_params) += p.numel();
   });
@@ -72,24 +127,44 @@ std::vector<std::pair<std::string, Tensor>> trainable_parameters(HybridLM& model
 
 MergeReport merge_all_lora(HybridLM& model, bool requantize) {
   MergeReport rep;
-  double sq = 0;
+  double err_sq = 0, weight_sq = 0;
   int64_t count = 0;
   visit_linears(model, [&](const std::string&, Linear& l) {
-    if (!l.has_lora() || l.merged()) return;
-    l.merge_lora();
+    if (!l.has_lora()) return;
+    if (!l.merged()) l.merge_lora();
     l.drop_lora();
     ++rep.merged;
     if (requantize) {
-      Tensor w = l.weight.clone();
+      Tensor merged = l.weight.clone();  // quantize_base frees the float weight
       l.quantize_base();
-      NF4ErrorStats st = nf4_error_stats(w.data<float>(), *l.quantized());
+      const NF4ErrorStats st = nf4_error_stats(merged.data<float>(), *l.quantized());
       rep.max_abs_error = std::max(rep.max_abs_error, st.max_abs_error);
-      sq += st.rms_error * st.rms_error * static_cast<double>(st.count);
+      err_sq += st.rms_error * st.rms_error * static_cast<double>(st.count);
+      weight_sq += st.rms_weight * st.rms_weight * static_cast<double>(st.count);
       count += st.count;
     }
   });
-  if (count) rep.rms_error = std::sqrt(sq / static_cast<double>(count));
+  if (count) {
+    rep.rms_error = std::sqrt(err_sq / static_cast<double>(count));
+    rep.rms_weight = std::sqrt(weight_sq / static_cast<double>(count));
+  }
   return rep;
+}
+
+int merge_adapters(HybridLM& model) {
+  int n = 0;
+  visit_linears(model, [&](const std::string&, Linear& l) {
+    if (l.has_lora() && !l.merged()) l.merge_lora(), ++n;
+  });
+  return n;
+}
+
+int unmerge_adapters(HybridLM& model) {
+  int n = 0;
+  visit_linears(model, [&](const std::string&, Linear& l) {
+    if (l.has_lora() && l.merged()) l.unmerge_lora(), ++n;
+  });
+  return n;
 }
 
 }  // namespace mg

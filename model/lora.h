@@ -1,10 +1,21 @@
 #pragma once
 // Turning a model into a QLoRA / LoRA / full fine-tuning setup (design.md §5):
-//   qlora.enabled  every Linear's base weight becomes frozen NF4
+//   qlora.enabled  every Linear's base weight becomes frozen NF4 (lm_head excepted, see below)
 //   lora.enabled   adapters on every Linear whose dotted name matches lora.target_modules;
 //                  every other parameter frozen unless it matches lora.trainable
 //   neither        plain float32 training: everything trainable
+// Patterns are config.h's pattern_matches (substring glob), matched against module names
+// ("layers.0.mixer.in_proj") for target_modules and parameter names ("layers.0.norm.weight")
+// for trainable. Every pattern is checked before the model is touched, so a bad config
+// leaves the model as it was.
+//
+// lm_head (untied models only) stays float32 under QLoRA and cannot take an adapter:
+// HybridLM computes the head as ops::linear(h, head_weight()), not through Linear::forward,
+// so an NF4 base or an adapter there would be ignored or fail. Keeping the head in full
+// precision is also bitsandbytes' default (llm_int8_skip_modules = ["lm_head"]).
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "experiments/config.h"
@@ -13,23 +24,39 @@
 namespace mg {
 
 struct LoraReport {
-  std::vector<std::string> adapted;    // module names given adapters
-  int quantized = 0;                   // Linears turned NF4
+  std::vector<std::string> adapted;    // module names given adapters, in model order
+  int quantized = 0;                   // Linears whose base is NF4 afterwards
   int64_t trainable_params = 0, frozen_params = 0;  // element counts (NF4 bases count as frozen)
   std::string summary() const;         // one line for the log
 };
 
+// Deterministic from `seed` (the adapters' A matrices are drawn in model order from it).
+// Throws mg::Error, before changing anything, on a target_modules pattern that matches no
+// Linear, a trainable pattern that matches no parameter, a trainable pattern naming an NF4
+// base weight (it gets no gradient: train an adapter on it instead), or an lm_head target.
 LoraReport apply_lora(HybridLM& model, const LoraConfig& lora, const QloraConfig& qlora, uint64_t seed);
+
+// Adapter parameter names: "layers.0.mixer.in_proj" -> "layers.0.mixer.in_proj.lora_A".
+std::string lora_A_name(std::string_view module);
+std::string lora_B_name(std::string_view module);
+bool is_adapter_param(std::string_view param_name);  // ends in .lora_A or .lora_B
 
 // The parameters the optimizer updates, by name, in model order.
 std::vector<std::pair<std::string, Tensor>> trainable_parameters(HybridLM& model);
 
+// --- merging (the merge-lora command, and checking an adapter against its merge) ---------------
 struct MergeReport {
   int merged = 0;
-  double max_abs_error = 0, rms_error = 0;  // of re-quantizing to NF4 (when requested)
+  // Of re-quantizing the merged weights to NF4 (when requested), over all merged elements:
+  double max_abs_error = 0, rms_error = 0, rms_weight = 0;
 };
-// W += scale * B A for every adapter (NF4 bases are dequantized to float32 first); with
-// requantize, the merged weights are quantized to NF4 again and the error reported.
+// W += scale * B A for every adapter (NF4 bases are dequantized to float32 first), then the
+// adapters are dropped: the model becomes a plain one. With requantize, the merged weights
+// are quantized to NF4 again and the error (nf4_error_stats) reported.
 MergeReport merge_all_lora(HybridLM& model, bool requantize);
+// Merge keeping the adapters (Linear::merge_lora), so unmerge_adapters can subtract them
+// again. Return the number of layers merged / unmerged.
+int merge_adapters(HybridLM& model);
+int unmerge_adapters(HybridLM& model);
 
 }  // namespace mg

@@ -22,19 +22,30 @@ namespace mg {
 namespace {
 
 // bitsandbytes' NF4 values (functional.py get_4bit_type('nf4'), already divided by max |v|).
-constexpr std::array<float, 16> kNF4 = {
-    -1.0f,                 -0.6961928009986877f, -0.5250730514526367f,  -0.39491748809814453f,
-    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
-    0.07958029955625534f,  0.16093020141124725f, 0.24611230194568634f,  0.33791524171829224f,
-    0.44070982933044434f,  0.5626170039176941f,  0.7229568362236023f,   1.0f};
+constexpr std::array<float, 16> kNF4 = {-1.0f,
+                                        -0.6961928009986877f,
+                                        -0.5250730514526367f,
+                                        -0.39491748809814453f,
+                                        -0.28444138169288635f,
+                                        -0.18477343022823334f,
+                                        -0.09105003625154495f,
+                                        0.0f,
+                                        0.07958029955625534f,
+                                        0.16093020141124725f,
+                                        0.24611230194568634f,
+                                        0.33791524171829224f,
+                                        0.44070982933044434f,
+                                        0.5626170039176941f,
+                                        0.7229568362236023f,
+                                        1.0f};
 
 // The decision thresholds of bitsandbytes' dQuantizeNF4 tree, ascending: code c is chosen for
 // kThresholds[c-1] < x <= kThresholds[c]. As the tree is a bisection over these, its result
 // equals the count of thresholds strictly below x (and 0 for NaN, where every `>` is false).
 constexpr std::array<float, 15> kThresholds = {
-    -0.8480964004993439f,  -0.6106329262256622f,  -0.4599952697753906f, -0.33967943489551544f,
+    -0.8480964004993439f,  -0.6106329262256622f,  -0.4599952697753906f,   -0.33967943489551544f,
     -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f,
-    0.1202552504837513f,   0.2035212516784668f,   0.2920137718319893f,  0.3893125355243683f,
+    0.1202552504837513f,   0.2035212516784668f,   0.2920137718319893f,    0.3893125355243683f,
     0.5016634166240692f,   0.6427869200706482f,   0.8614784181118011f};
 
 // create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8). For exponent i = 0..6
@@ -114,15 +125,28 @@ bool quantize_block_avx2(const float* x, uint8_t* out, float* absmax_out) {
   *absmax_out = amax_s;
   const __m256 inv = _mm256_set1_ps(1.0f / amax_s);
 
+  // dQuantizeNF4's tree as a 4-level bisection on 8 lanes. k = code >> 1 is built bit by bit;
+  // each level's thresholds are an 8-entry table indexed by k (permutevar uses its low 3 bits).
+  const __m256 t_mid = _mm256_set1_ps(kThresholds[7]);
+  const __m256 t_l2 = _mm256_setr_ps(kThresholds[3], 0, 0, 0, kThresholds[11], 0, 0, 0);
+  const __m256 t_l3 =
+      _mm256_setr_ps(kThresholds[1], 0, kThresholds[5], 0, kThresholds[9], 0, kThresholds[13], 0);
+  const __m256 t_l4 =
+      _mm256_setr_ps(kThresholds[0], kThresholds[2], kThresholds[4], kThresholds[6], kThresholds[8],
+                     kThresholds[10], kThresholds[12], kThresholds[14]);
+  const __m256i four = _mm256_set1_epi32(4), two = _mm256_set1_epi32(2), one = _mm256_set1_epi32(1);
   __m256i code[8];
   for (int k = 0; k < 8; ++k) {
     const __m256 y = _mm256_mul_ps(v[k], inv);
-    __m256i c = _mm256_setzero_si256();
-    for (int t = 0; t < 15; ++t) {  // compare masks are -1: subtracting counts them
-      const __m256 gt = _mm256_cmp_ps(y, _mm256_set1_ps(kThresholds[t]), _CMP_GT_OQ);
-      c = _mm256_sub_epi32(c, _mm256_castps_si256(gt));
-    }
-    code[k] = c;
+    auto above = [&](__m256 t) { return _mm256_castps_si256(_mm256_cmp_ps(y, t, _CMP_GT_OQ)); };
+    __m256i half = _mm256_and_si256(above(t_mid), four);
+    half =
+        _mm256_add_epi32(half, _mm256_and_si256(above(_mm256_permutevar8x32_ps(t_l2, half)), two));
+    half =
+        _mm256_add_epi32(half, _mm256_and_si256(above(_mm256_permutevar8x32_ps(t_l3, half)), one));
+    // code = 2k + (y > t_l4[k]); the mask is -1 when above, so subtract it.
+    code[k] =
+        _mm256_sub_epi32(_mm256_slli_epi32(half, 1), above(_mm256_permutevar8x32_ps(t_l4, half)));
   }
   // 32-bit codes -> bytes in element order. packs work per 128-bit lane, so the dwords come
   // out as (0L,1L,2L,3L | 0H,1H,2H,3H) and the permute puts them back in order.
@@ -165,19 +189,18 @@ uint8_t dynamic_map_quantize_value(const std::array<float, 256>& map, float x) {
   // bitsandbytes dQuantize<0>: bisect from the middle (pivot 127) in steps 64..1, keeping the
   // entries on either side (lower/upper, starting from -1 and 1), then pick the nearer
   // neighbour by comparing with the float midpoint (ties stay on the pivot).
+  // Written with selects rather than branches: the compiler emits cmov, and the quantizer of
+  // a 3B model runs this 50M times on unpredictable data.
   int pivot = 127, upper_pivot = 255, lower_pivot = 0;
   float lower = -1.0f, upper = 1.0f;
   float val = map[pivot];
   for (int i = 64; i > 0; i >>= 1) {
-    if (x > val) {
-      lower_pivot = pivot;
-      lower = val;
-      pivot += i;
-    } else {
-      upper_pivot = pivot;
-      upper = val;
-      pivot -= i;
-    }
+    const bool above = x > val;
+    lower_pivot = above ? pivot : lower_pivot;
+    lower = above ? val : lower;
+    upper_pivot = above ? upper_pivot : pivot;
+    upper = above ? upper : val;
+    pivot += above ? i : -i;
     val = map[pivot];
   }
   if (upper_pivot == 255) upper = map[upper_pivot];
@@ -212,7 +235,9 @@ NF4Weight nf4_quantize(const float* W, int64_t rows, int64_t cols) {
 
   // 1. Per block of 64: absmax and the packed NF4 codes.
   int non_finite = 0;
-#pragma omp parallel for schedule(static) reduction(| : non_finite)
+// Dynamic chunks of 16K elements: on a shared machine a descheduled thread does not hold the
+// other at a static split's barrier. Each block is independent, so results do not change.
+#pragma omp parallel for schedule(dynamic, 256) reduction(| : non_finite)
   for (int64_t b = 0; b < n_blocks; ++b) {
     const int64_t begin = b * kNF4BlockSize, len = std::min(kNF4BlockSize, n - begin);
     uint8_t* out = q.packed.data() + begin / 2;
@@ -244,7 +269,7 @@ NF4Weight nf4_quantize(const float* W, int64_t rows, int64_t cols) {
   q.absmax_codes.assign(static_cast<size_t>(n_blocks), 0);
   q.absmax_scales.assign(static_cast<size_t>(n_scales), 0.0f);
   const std::array<float, 256>& map = dynamic_map_signed();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 16)
   for (int64_t s = 0; s < n_scales; ++s) {
     const int64_t begin = s * kAbsmaxBlockSize, end = std::min(n_blocks, begin + kAbsmaxBlockSize);
     float centered[kAbsmaxBlockSize];
@@ -347,9 +372,9 @@ void nf4_dequantize_rows(const NF4Weight& w, int64_t row_begin, int64_t row_end,
   const std::vector<float> absmax = nf4_absmax(w);
   const int64_t begin = row_begin * w.cols, end = row_end * w.cols;
   // Chunks of whole blocks, so the threads write disjoint parts of out.
-  const int64_t chunk = 64 * kNF4BlockSize;
+  const int64_t chunk = 256 * kNF4BlockSize;
   const int64_t n_chunks = (end - begin + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) if (end - begin > (1 << 16))
+#pragma omp parallel for schedule(dynamic, 1) if (end - begin > (1 << 16))
   for (int64_t c = 0; c < n_chunks; ++c) {
     const int64_t b = begin + c * chunk, e = std::min(end, b + chunk);
     nf4_dequantize_range(w, absmax.data(), b, e, out + (b - begin));

@@ -28,11 +28,11 @@ constexpr int64_t kNF4BlockSize = 64;      // elements per absmax (bitsandbytes 
 constexpr int64_t kAbsmaxBlockSize = 256;  // absmax values per second-level scale
 
 struct NF4Weight {
-  int64_t rows = 0, cols = 0;              // W [rows, cols] = PyTorch [out, in]
-  std::vector<uint8_t> packed;             // ((rows*cols+1)/2) two 4-bit codes per byte
-  std::vector<uint8_t> absmax_codes;       // (n_blocks) dynamic-map codes of absmax - offset
-  std::vector<float> absmax_scales;        // (n_absmax_blocks) per-256-block scale
-  float absmax_offset = 0.0f;              // mean of the block absmax values
+  int64_t rows = 0, cols = 0;         // W [rows, cols] = PyTorch [out, in]
+  std::vector<uint8_t> packed;        // ((rows*cols+1)/2) two 4-bit codes per byte
+  std::vector<uint8_t> absmax_codes;  // (n_blocks) dynamic-map codes of absmax - offset
+  std::vector<float> absmax_scales;   // (n_absmax_blocks) per-256-block scale
+  float absmax_offset = 0.0f;         // mean of the block absmax values
 
   int64_t numel() const { return rows * cols; }
   int64_t n_blocks() const { return (numel() + kNF4BlockSize - 1) / kNF4BlockSize; }
@@ -86,17 +86,25 @@ NF4ErrorStats nf4_error_stats(const float* W, const NF4Weight& q);
 
 // ---------------------------------------------------------------------------------------------
 // Fused matmuls (model/nf4_matmul.cpp). W is dequantized tile by tile into a buffer of about
-// kNF4TileElems floats and multiplied with cblas_sgemm; the full float32 W never exists.
+// kNF4TileElems floats per thread and multiplied with cblas_sgemm (or, for a few rows of X,
+// row by row in L1 with no BLAS); the full float32 W never exists. Results are float32 sums
+// in BLAS order, not bit-identical across versions or thread counts (rel. error ~1e-6).
 // Called outside an OpenMP parallel region they use all OpenMP threads; inside one they run
-// serially on the calling thread (OpenBLAS does the same), so they never nest.
-constexpr int64_t kNF4TileElems = 1 << 18;  // 1 MiB of float32 per thread
+// serially on the calling thread (OpenBLAS does the same), so they never nest. Inputs and
+// outputs are dense row-major and must not overlap.
+constexpr int64_t kNF4TileElems = 1 << 19;  // 2 MiB of float32 per thread
 
 // Kernel versions, kept so bench/bench_nf4.cpp can validate and time each (style.md):
 //   SharedTile: tiles in turn; all threads dequantize a tile, then one threaded sgemm on it.
 //   ThreadTile: each thread owns whole output tiles: dequantizes into its own buffer and runs
 //               a serial sgemm, so dequantization and multiplication overlap across threads.
-//   Auto: the one measured faster (ThreadTile; see docs in bench/bench_nf4.cpp).
-enum class NF4MatmulVersion { Auto, SharedTile, ThreadTile };
+//   Direct:     no BLAS: W rows are dequantized into an L1 buffer and combined with the few
+//               rows of X or dY (decoding), so W is read once at its 4-bit size.
+//   Auto: Direct for M <= kNF4DirectMaxM, else ThreadTile: the measured best (bench_nf4:
+//         Direct beats both sgemm paths up to M = 16 and loses at 32; SharedTile falls far
+//         behind ThreadTile when the cores are shared with other processes).
+enum class NF4MatmulVersion { Auto, SharedTile, ThreadTile, Direct };
+constexpr int64_t kNF4DirectMaxM = 16;
 
 // Y (M, rows) = X (M, cols) W^T, or Y += X W^T when accumulate.
 void nf4_matmul(const float* X, const NF4Weight& W, float* Y, int64_t M, bool accumulate = false,

@@ -10,7 +10,9 @@
 // Memory: the (B,T,D,N) states are never stored. The forward saves only the state before
 // each chunk of `chunk` steps (chunk_states, B*ceil(T/chunk)*D*N values); the backward
 // recomputes the states inside one chunk at a time from them and runs the reverse
-// recurrence, so scratch grows as B*T*N + (chunk*N per thread), never B*T*D*N.
+// recurrence. Its scratch: 2*B*G*T*N partial sums of dBm/dCm (G channel groups: 16, or
+// D/128 above D = 2048) and B*D*(N+2) for the parameter grads, plus ~0.2 MiB per thread at
+// chunk 64; never B*T*D*N.
 //
 // Threads: OpenMP over batch x channel blocks; float runs 8 channels per AVX2 register.
 // Results never depend on the thread count or timing: the reductions over channels (dBm,

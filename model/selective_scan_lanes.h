@@ -8,6 +8,7 @@
 //                  build has no AVX2+FMA (MAGELLAN_ARCH=x86-64).
 // Vectorizing over channels, not over N, keeps y_t = sum_n h[n]*C[n] a plain per-lane FMA
 // chain; only dBm/dCm (sums over channels) need horizontal sums, done 8 at a time.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -23,6 +24,10 @@
 #endif
 
 namespace mg::scan_detail {
+
+// Below this much work (B*T*D*N) the kernels run on the calling thread: waking a team costs
+// more than it saves (and tiny calls are what gradient checks make by the thousand).
+inline constexpr int64_t kParallelMinWork = int64_t(1) << 16;
 
 // PyTorch's softplus (and mamba's kernel) return x itself above this threshold.
 inline constexpr double kSoftplusThreshold = 20.0;
@@ -44,12 +49,25 @@ struct ScalarLanes {
   static V fma(V a, V b, V c) { return a * b + c; }
   static V div(V a, V b) { return a / b; }
   static V exp(V x) { return std::exp(x); }
+  // decay = exp(delta*A) = decay_exp(delta * (A*kDecayScale)); plain exp here.
+  static constexpr double kDecayScale = 1.0;
+  static V decay_exp(V x) { return std::exp(x); }
   static V sigmoid(V x) { return T(1) / (T(1) + std::exp(-x)); }
   static V softplus(V x) {
     return x <= T(kSoftplusThreshold) ? std::log1p(std::exp(x)) : x;
   }
-  // d softplus / dx, with the same threshold as softplus.
-  static V dsoftplus(V x) { return x <= T(kSoftplusThreshold) ? sigmoid(x) : T(1); }
+  // softplus(x) (the same bits as softplus()) and its derivative sigmoid(x) = e/(1+e),
+  // sharing e = exp(x); same threshold.
+  static void softplus_with_grad(V x, V& sp, V& dsp) {
+    if (x <= T(kSoftplusThreshold)) {
+      const T e = std::exp(x);
+      sp = std::log1p(e);
+      dsp = e / (T(1) + e);
+    } else {
+      sp = x;
+      dsp = T(1);
+    }
+  }
   // dst[k] = sum over lanes of v[k], k < count.
   static void write_lane_sums(const V* v, int64_t count, T* dst) {
     for (int64_t k = 0; k < count; ++k) dst[k] = v[k];
@@ -108,6 +126,29 @@ struct Avx2Lanes {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(n));
   }
 
+  // 2^x for x <= 0 (Cephes exp2f.c: x = k + f, |f| <= 1/2, 2^f = 1 + f*P(f), rel. error
+  // ~1e-7), the exponent k added straight into the float's exponent field. Below x = -125 the
+  // result stays at about 2^-125 (~2e-38) instead of going to 0. The scan's decay exponent
+  // delta*A is never positive (delta = softplus >= 0, A = -exp(A_log) < 0).
+  static V exp2_nonpositive(V x) {
+    x = _mm256_max_ps(_mm256_set1_ps(-125.0f), x);  // NaN kept (second operand)
+    const V k = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const V f = _mm256_sub_ps(x, k);
+    V p = _mm256_set1_ps(1.535336188319500E-4f);
+    p = fma(p, f, _mm256_set1_ps(1.339887440266574E-3f));
+    p = fma(p, f, _mm256_set1_ps(9.618437357674640E-3f));
+    p = fma(p, f, _mm256_set1_ps(5.550332471162809E-2f));
+    p = fma(p, f, _mm256_set1_ps(2.402264791363012E-1f));
+    p = fma(p, f, _mm256_set1_ps(6.931472028550421E-1f));
+    p = fma(p, f, _mm256_set1_ps(1.0f));
+    const __m256i k_bits = _mm256_slli_epi32(_mm256_cvtps_epi32(k), 23);
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), k_bits));
+  }
+  // decay = exp(delta*A) = 2^(delta * (A*log2(e))) with A scaled once per block: a multiply
+  // and the two-step ln2 reduction fewer than exp(), on the scan's hottest line.
+  static constexpr double kDecayScale = 1.4426950408889634;  // log2(e)
+  static V decay_exp(V x) { return exp2_nonpositive(x); }
+
   // Natural log for positive finite x (Cephes logf): x = m * 2^e with m in [sqrt(.5), sqrt(2)).
   static V log(V x) {
     x = _mm256_max_ps(_mm256_set1_ps(1.17549435e-38f), x);  // smallest normal; NaN kept
@@ -142,19 +183,28 @@ struct Avx2Lanes {
 
   // log1p(exp(x)) for x <= 20, x above. log1p(e) = log(1+e) * e / ((1+e) - 1) recovers the
   // bits lost in 1+e (Goldberg, "What every computer scientist should know...", thm. 4).
-  static V softplus(V x) {
+  // Also returns e = exp(min(x, 20)) and 1+e for the derivative.
+  static V softplus_core(V x, V& e, V& w) {
     const V one = _mm256_set1_ps(1.0f), thr = _mm256_set1_ps(float(kSoftplusThreshold));
-    const V e = exp(_mm256_min_ps(thr, x));
-    const V w = _mm256_add_ps(one, e);
+    e = exp(_mm256_min_ps(thr, x));
+    w = _mm256_add_ps(one, e);
     const V wm1 = _mm256_sub_ps(w, one);
     const V exact = _mm256_cmp_ps(wm1, _mm256_setzero_ps(), _CMP_EQ_OQ);  // 1+e rounded to 1
     const V ratio = _mm256_div_ps(e, _mm256_blendv_ps(wm1, one, exact));
     const V l1p = _mm256_blendv_ps(_mm256_mul_ps(log(w), ratio), e, exact);
     return _mm256_blendv_ps(l1p, x, _mm256_cmp_ps(x, thr, _CMP_GT_OQ));
   }
-  static V dsoftplus(V x) {
-    const V thr = _mm256_set1_ps(float(kSoftplusThreshold));
-    return _mm256_blendv_ps(sigmoid(x), _mm256_set1_ps(1.0f), _mm256_cmp_ps(x, thr, _CMP_GT_OQ));
+  static V softplus(V x) {
+    V e, w;
+    return softplus_core(x, e, w);
+  }
+  // softplus(x) (the same bits as softplus()) and its derivative sigmoid(x) = e/(1+e),
+  // which is 1 above the threshold, as PyTorch's softplus backward.
+  static void softplus_with_grad(V x, V& sp, V& dsp) {
+    V e, w;
+    sp = softplus_core(x, e, w);
+    const V above = _mm256_cmp_ps(x, _mm256_set1_ps(float(kSoftplusThreshold)), _CMP_GT_OQ);
+    dsp = _mm256_blendv_ps(_mm256_div_ps(e, w), _mm256_set1_ps(1.0f), above);
   }
 
   // dst[k] = sum over the 8 lanes of v[k], k < count: eight vectors at a time through a
@@ -224,20 +274,52 @@ void check_inputs(const ScanInputs<T>& in, const char* where) {
   check_not_null(in.Dskip, where, "Dskip");
 }
 
+// Channels are split into lane blocks of W, and blocks into groups of consecutive blocks:
+// one work item is (batch row, group). A group is wide enough that each time step reads a
+// few contiguous cache lines of every (B,T,D) row (rows are D apart, a new page per step, so
+// a single 8-channel block per item would stall on the memory system), and there are at
+// least 16 groups when D allows, for threads. The split depends on the shape alone, which
+// keeps the backward's sums over groups in a fixed order.
+struct GroupSplit {
+  GroupSplit(int64_t D, int W) : n_blocks((D + W - 1) / W) {
+    constexpr int64_t kMinGroups = 16, kMaxGroupBlocks = 16;
+    blocks_per_group = std::min(kMaxGroupBlocks, (n_blocks + kMinGroups - 1) / kMinGroups);
+    n_groups = (n_blocks + blocks_per_group - 1) / blocks_per_group;
+  }
+  int64_t begin(int64_t g) const { return g * blocks_per_group; }
+  int64_t end(int64_t g) const { return std::min(n_blocks, (g + 1) * blocks_per_group); }
+  int64_t n_blocks, blocks_per_group, n_groups;
+};
+
+// Prefetch the [c0, c1) part of one row into cache (one hint per 64-byte line).
+template <class T>
+inline void prefetch_row(const T* row, int64_t c0, int64_t c1) {
+  const char* p = reinterpret_cast<const char*>(row + c0);
+  const char* e = reinterpret_cast<const char*>(row + c1);
+  for (; p < e; p += 64) __builtin_prefetch(p);
+}
+
 // ---------------------------------------------------------------------------------------
 // Pieces shared by forward, step and backward, so the backward's recomputed states are
 // bit-identical to the forward's.
 // ---------------------------------------------------------------------------------------
 
-// A[n] for the `lanes` channels at d0: A = -exp(A_log).   A_log (D,N), A (N) lane vectors.
+// For the `lanes` channels at d0: A_scaled[n] = A * L::kDecayScale (what scan_advance
+// takes) and, when A is not null, A[n] = -exp(A_log) itself. Computed in double, rounded once.
+//   A_log (D,N); A_scaled, A (N) lane vectors.
 template <class L>
 inline void load_A_block(const typename L::Elem* A_log, int64_t d0, int lanes, int64_t N,
-                         typename L::V* A) {
+                         typename L::V* A_scaled, typename L::V* A) {
   using T = typename L::Elem;
-  T tmp[L::W] = {};
+  T scaled[L::W] = {}, plain[L::W] = {};
   for (int64_t n = 0; n < N; ++n) {
-    for (int l = 0; l < lanes; ++l) tmp[l] = -std::exp(A_log[(d0 + l) * N + n]);
-    A[n] = L::from_array(tmp);
+    for (int l = 0; l < lanes; ++l) {
+      const double a = -std::exp(double(A_log[(d0 + l) * N + n]));
+      scaled[l] = T(a * L::kDecayScale);
+      plain[l] = T(a);
+    }
+    A_scaled[n] = L::from_array(scaled);
+    if (A) A[n] = L::from_array(plain);
   }
 }
 
@@ -267,11 +349,12 @@ inline void store_state_block(const typename L::V* h, int64_t d0, int lanes, int
 
 // One recurrence step for W channels (state h (N) in place):
 //   decay[n] = exp(delta*A[n]);  h[n] = decay[n]*h[n] + delta_u*B[n];  returns sum_n h[n]*C[n]
+// A_scaled (N) = A * L::kDecayScale, from load_A_block.
 // Brow, Cm row (N) are shared by all channels. With kSave, h_prev is read from `h_prev`
 // and the new state goes to `h` (the backward keeps every state of a chunk), and the decays
 // are kept in `decay_out` (N).
 template <class L, bool kSave>
-inline typename L::V scan_advance(int64_t N, const typename L::V* A, typename L::V delta,
+inline typename L::V scan_advance(int64_t N, const typename L::V* A_scaled, typename L::V delta,
                                   typename L::V delta_u, const typename L::Elem* Brow,
                                   const typename L::Elem* Crow, const typename L::V* h_prev,
                                   typename L::V* h, typename L::V* decay_out) {
@@ -279,7 +362,7 @@ inline typename L::V scan_advance(int64_t N, const typename L::V* A, typename L:
   V y0 = L::zero(), y1 = L::zero();  // two chains hide the FMA latency
   int64_t n = 0;
   auto one = [&](int64_t i, V& y) {
-    const V decay = L::exp(delta * A[i]);
+    const V decay = L::decay_exp(delta * A_scaled[i]);
     const V hn = L::fma(decay, h_prev[i], delta_u * L::set1(Brow[i]));
     h[i] = hn;
     if constexpr (kSave) decay_out[i] = decay;
@@ -293,10 +376,10 @@ inline typename L::V scan_advance(int64_t N, const typename L::V* A, typename L:
   return y0 + y1;
 }
 
-// out = y * silu(z) = y * z * sigmoid(z).
+// silu(z) = z * sigmoid(z); the gate is out = y * silu(z).
 template <class L>
-inline typename L::V gate_silu(typename L::V y, typename L::V z) {
-  return y * (z * L::sigmoid(z));
+inline typename L::V silu(typename L::V z) {
+  return z * L::sigmoid(z);
 }
 
 }  // namespace mg::scan_detail

@@ -124,7 +124,28 @@ struct Trainer::Impl {
   void save_checkpoint(const std::string& path);
   void load_checkpoint(const std::string& path);
   TrainSummary train();
+  void write_summary(const TrainSummary& s) const;
 };
+
+// runs/<x>/summary.yaml: the outcome of the latest invocation, read by `magellan sweep`.
+void Trainer::Impl::write_summary(const TrainSummary& s) const {
+  auto num = [](double v) { return std::isfinite(v) ? fmt::format("{:.9g}", v) : std::string(".nan"); };
+  std::ofstream out(run_dir + "/summary.yaml.tmp");
+  out << "status: " << s.status << "\n"
+      << "final_step: " << s.final_step << "\n"
+      << "total_steps: " << cfg.training.steps << "\n"
+      << "final_train_loss: " << num(s.final_train_loss) << "\n"
+      << "best_eval_loss: " << num(s.best_eval_loss) << "\n"
+      << "best_eval_step: " << s.best_eval_step << "\n"
+      << "final_eval_loss: " << num(s.final_eval_loss) << "\n"
+      << "final_eval_accuracy: " << num(s.final_eval_accuracy) << "\n"
+      << "tokens_per_s: " << num(s.tokens_per_s) << "\n"
+      << "wall_s: " << num(s.wall_s) << "\n"
+      << "skipped_steps: " << s.skipped_steps << "\n"
+      << "last_checkpoint: \"" << s.last_checkpoint << "\"\n";
+  out.close();
+  fs::rename(run_dir + "/summary.yaml.tmp", run_dir + "/summary.yaml");
+}
 
 Trainer::Trainer(ExperimentConfig cfg, std::string resolved_yaml, TrainOptions opts)
     : impl_(std::make_unique<Impl>()) {
@@ -354,6 +375,7 @@ TrainSummary Trainer::Impl::train() {
   sum.tokens_per_s = train_seconds > 0 ? static_cast<double>(tokens_this_run) / train_seconds : 0;
   sum.last_checkpoint = last_ckpt;
   metrics.close();
+  write_summary(sum);
   log->info("{} at step {}: train loss {:.4f}, best eval {:.4f} (step {}), {:.0f} tok/s, peak RSS {}", sum.status,
             state.step, sum.final_train_loss, sum.best_eval_loss, sum.best_eval_step, sum.tokens_per_s,
             format_bytes(static_cast<double>(peak_rss_bytes())));

@@ -41,39 +41,43 @@ const float kRefNF4[16] = {-1.0f,
 // bitsandbytes.functional.create_dynamic_map(signed=True) as torch 2.11 computes it on an
 // AVX2 / AVX-512 CPU (ATEN_CPU_CAPABILITY=avx2 and avx512 gave the same), float32 bit patterns.
 const uint32_t kTorchDynamicMapBits[256] = {
-    0xbf7e3333u, 0xbf7a999au, 0xbf770000u, 0xbf736666u, 0xbf6fcccdu, 0xbf6c3333u, 0xbf68999au, 0xbf650000u,
-    0xbf616666u, 0xbf5dcccdu, 0xbf5a3333u, 0xbf56999au, 0xbf530000u, 0xbf4f6666u, 0xbf4bcccdu, 0xbf483333u,
-    0xbf44999au, 0xbf410000u, 0xbf3d6666u, 0xbf39cccdu, 0xbf363334u, 0xbf32999au, 0xbf2f0000u, 0xbf2b6666u,
-    0xbf27cccdu, 0xbf243334u, 0xbf20999au, 0xbf1d0000u, 0xbf196666u, 0xbf15cccdu, 0xbf123334u, 0xbf0e999au,
-    0xbf0b0000u, 0xbf076666u, 0xbf03ccccu, 0xbf003333u, 0xbef93332u, 0xbef20000u, 0xbeeaccccu, 0xbee3999au,
-    0xbedc6666u, 0xbed53333u, 0xbece0000u, 0xbec6ccccu, 0xbebf999au, 0xbeb86666u, 0xbeb13333u, 0xbeaa0000u,
-    0xbea2ccccu, 0xbe9b999au, 0xbe946666u, 0xbe8d3334u, 0xbe860000u, 0xbe7d9999u, 0xbe6f3333u, 0xbe60cccdu,
-    0xbe526666u, 0xbe440000u, 0xbe35999au, 0xbe273333u, 0xbe18cccdu, 0xbe0a6666u, 0xbdf80000u, 0xbddb3334u,
-    0xbdc9eb85u, 0xbdc428f7u, 0xbdbe6667u, 0xbdb8a3d7u, 0xbdb2e148u, 0xbdad1eb8u, 0xbda75c2au, 0xbda1999au,
-    0xbd9bd70au, 0xbd96147bu, 0xbd9051ebu, 0xbd8a8f5du, 0xbd84cccdu, 0xbd7e147bu, 0xbd728f5du, 0xbd670a3du,
-    0xbd5b851fu, 0xbd500000u, 0xbd447ae1u, 0xbd38f5c3u, 0xbd2d70a3u, 0xbd21eb85u, 0xbd166667u, 0xbd0ae148u,
-    0xbcfeb852u, 0xbce7ae15u, 0xbcd0a3d7u, 0xbcb9999au, 0xbca28f5du, 0xbc8b851fu, 0xbc68f5c3u, 0xbc3ae148u,
-    0xbc1f3b64u, 0xbc160418u, 0xbc0ccccdu, 0xbc039581u, 0xbbf4bc6au, 0xbbe24dd3u, 0xbbcfdf3bu, 0xbbbd70a4u,
-    0xbbab020du, 0xbb989374u, 0xbb8624ddu, 0xbb676c8au, 0xbb428f5cu, 0xbb1db22du, 0xbaf1a9fcu, 0xbaa7ef9du,
-    0xba7765ffu, 0xba59e83eu, 0xba3c6a80u, 0xba1eecc1u, 0xba016f01u, 0xb9c7e283u, 0xb98ce705u, 0xb923d70bu,
-    0xb8ba1f4bu, 0xb88aefb3u, 0xb8378034u, 0xb7b24206u, 0xb70205ffu, 0xb65a1a94u, 0xb513a3b7u, 0x00000000u,
-    0x3513a3b7u, 0x365a1a94u, 0x370205ffu, 0x37b24206u, 0x38378034u, 0x388aefb3u, 0x38ba1f4bu, 0x3923d70bu,
-    0x398ce705u, 0x39c7e283u, 0x3a016f01u, 0x3a1eecc1u, 0x3a3c6a80u, 0x3a59e83eu, 0x3a7765ffu, 0x3aa7ef9du,
-    0x3af1a9fcu, 0x3b1db22du, 0x3b428f5cu, 0x3b676c8au, 0x3b8624ddu, 0x3b989374u, 0x3bab020du, 0x3bbd70a4u,
-    0x3bcfdf3bu, 0x3be24dd3u, 0x3bf4bc6au, 0x3c039581u, 0x3c0ccccdu, 0x3c160418u, 0x3c1f3b64u, 0x3c3ae148u,
-    0x3c68f5c3u, 0x3c8b851fu, 0x3ca28f5du, 0x3cb9999au, 0x3cd0a3d7u, 0x3ce7ae15u, 0x3cfeb852u, 0x3d0ae148u,
-    0x3d166667u, 0x3d21eb85u, 0x3d2d70a3u, 0x3d38f5c3u, 0x3d447ae1u, 0x3d500000u, 0x3d5b851fu, 0x3d670a3du,
-    0x3d728f5du, 0x3d7e147bu, 0x3d84cccdu, 0x3d8a8f5du, 0x3d9051ebu, 0x3d96147bu, 0x3d9bd70au, 0x3da1999au,
-    0x3da75c2au, 0x3dad1eb8u, 0x3db2e148u, 0x3db8a3d7u, 0x3dbe6667u, 0x3dc428f7u, 0x3dc9eb85u, 0x3ddb3334u,
-    0x3df80000u, 0x3e0a6666u, 0x3e18cccdu, 0x3e273333u, 0x3e35999au, 0x3e440000u, 0x3e526666u, 0x3e60cccdu,
-    0x3e6f3333u, 0x3e7d9999u, 0x3e860000u, 0x3e8d3334u, 0x3e946666u, 0x3e9b999au, 0x3ea2ccccu, 0x3eaa0000u,
-    0x3eb13333u, 0x3eb86666u, 0x3ebf999au, 0x3ec6ccccu, 0x3ece0000u, 0x3ed53333u, 0x3edc6666u, 0x3ee3999au,
-    0x3eeaccccu, 0x3ef20000u, 0x3ef93332u, 0x3f003333u, 0x3f03ccccu, 0x3f076666u, 0x3f0b0000u, 0x3f0e999au,
-    0x3f123334u, 0x3f15cccdu, 0x3f196666u, 0x3f1d0000u, 0x3f20999au, 0x3f243334u, 0x3f27cccdu, 0x3f2b6666u,
-    0x3f2f0000u, 0x3f32999au, 0x3f363334u, 0x3f39cccdu, 0x3f3d6666u, 0x3f410000u, 0x3f44999au, 0x3f483333u,
-    0x3f4bcccdu, 0x3f4f6666u, 0x3f530000u, 0x3f56999au, 0x3f5a3333u, 0x3f5dcccdu, 0x3f616666u, 0x3f650000u,
-    0x3f68999au, 0x3f6c3333u, 0x3f6fcccdu, 0x3f736666u, 0x3f770000u, 0x3f7a999au, 0x3f7e3333u, 0x3f800000u
-};
+    0xbf7e3333u, 0xbf7a999au, 0xbf770000u, 0xbf736666u, 0xbf6fcccdu, 0xbf6c3333u, 0xbf68999au,
+    0xbf650000u, 0xbf616666u, 0xbf5dcccdu, 0xbf5a3333u, 0xbf56999au, 0xbf530000u, 0xbf4f6666u,
+    0xbf4bcccdu, 0xbf483333u, 0xbf44999au, 0xbf410000u, 0xbf3d6666u, 0xbf39cccdu, 0xbf363334u,
+    0xbf32999au, 0xbf2f0000u, 0xbf2b6666u, 0xbf27cccdu, 0xbf243334u, 0xbf20999au, 0xbf1d0000u,
+    0xbf196666u, 0xbf15cccdu, 0xbf123334u, 0xbf0e999au, 0xbf0b0000u, 0xbf076666u, 0xbf03ccccu,
+    0xbf003333u, 0xbef93332u, 0xbef20000u, 0xbeeaccccu, 0xbee3999au, 0xbedc6666u, 0xbed53333u,
+    0xbece0000u, 0xbec6ccccu, 0xbebf999au, 0xbeb86666u, 0xbeb13333u, 0xbeaa0000u, 0xbea2ccccu,
+    0xbe9b999au, 0xbe946666u, 0xbe8d3334u, 0xbe860000u, 0xbe7d9999u, 0xbe6f3333u, 0xbe60cccdu,
+    0xbe526666u, 0xbe440000u, 0xbe35999au, 0xbe273333u, 0xbe18cccdu, 0xbe0a6666u, 0xbdf80000u,
+    0xbddb3334u, 0xbdc9eb85u, 0xbdc428f7u, 0xbdbe6667u, 0xbdb8a3d7u, 0xbdb2e148u, 0xbdad1eb8u,
+    0xbda75c2au, 0xbda1999au, 0xbd9bd70au, 0xbd96147bu, 0xbd9051ebu, 0xbd8a8f5du, 0xbd84cccdu,
+    0xbd7e147bu, 0xbd728f5du, 0xbd670a3du, 0xbd5b851fu, 0xbd500000u, 0xbd447ae1u, 0xbd38f5c3u,
+    0xbd2d70a3u, 0xbd21eb85u, 0xbd166667u, 0xbd0ae148u, 0xbcfeb852u, 0xbce7ae15u, 0xbcd0a3d7u,
+    0xbcb9999au, 0xbca28f5du, 0xbc8b851fu, 0xbc68f5c3u, 0xbc3ae148u, 0xbc1f3b64u, 0xbc160418u,
+    0xbc0ccccdu, 0xbc039581u, 0xbbf4bc6au, 0xbbe24dd3u, 0xbbcfdf3bu, 0xbbbd70a4u, 0xbbab020du,
+    0xbb989374u, 0xbb8624ddu, 0xbb676c8au, 0xbb428f5cu, 0xbb1db22du, 0xbaf1a9fcu, 0xbaa7ef9du,
+    0xba7765ffu, 0xba59e83eu, 0xba3c6a80u, 0xba1eecc1u, 0xba016f01u, 0xb9c7e283u, 0xb98ce705u,
+    0xb923d70bu, 0xb8ba1f4bu, 0xb88aefb3u, 0xb8378034u, 0xb7b24206u, 0xb70205ffu, 0xb65a1a94u,
+    0xb513a3b7u, 0x00000000u, 0x3513a3b7u, 0x365a1a94u, 0x370205ffu, 0x37b24206u, 0x38378034u,
+    0x388aefb3u, 0x38ba1f4bu, 0x3923d70bu, 0x398ce705u, 0x39c7e283u, 0x3a016f01u, 0x3a1eecc1u,
+    0x3a3c6a80u, 0x3a59e83eu, 0x3a7765ffu, 0x3aa7ef9du, 0x3af1a9fcu, 0x3b1db22du, 0x3b428f5cu,
+    0x3b676c8au, 0x3b8624ddu, 0x3b989374u, 0x3bab020du, 0x3bbd70a4u, 0x3bcfdf3bu, 0x3be24dd3u,
+    0x3bf4bc6au, 0x3c039581u, 0x3c0ccccdu, 0x3c160418u, 0x3c1f3b64u, 0x3c3ae148u, 0x3c68f5c3u,
+    0x3c8b851fu, 0x3ca28f5du, 0x3cb9999au, 0x3cd0a3d7u, 0x3ce7ae15u, 0x3cfeb852u, 0x3d0ae148u,
+    0x3d166667u, 0x3d21eb85u, 0x3d2d70a3u, 0x3d38f5c3u, 0x3d447ae1u, 0x3d500000u, 0x3d5b851fu,
+    0x3d670a3du, 0x3d728f5du, 0x3d7e147bu, 0x3d84cccdu, 0x3d8a8f5du, 0x3d9051ebu, 0x3d96147bu,
+    0x3d9bd70au, 0x3da1999au, 0x3da75c2au, 0x3dad1eb8u, 0x3db2e148u, 0x3db8a3d7u, 0x3dbe6667u,
+    0x3dc428f7u, 0x3dc9eb85u, 0x3ddb3334u, 0x3df80000u, 0x3e0a6666u, 0x3e18cccdu, 0x3e273333u,
+    0x3e35999au, 0x3e440000u, 0x3e526666u, 0x3e60cccdu, 0x3e6f3333u, 0x3e7d9999u, 0x3e860000u,
+    0x3e8d3334u, 0x3e946666u, 0x3e9b999au, 0x3ea2ccccu, 0x3eaa0000u, 0x3eb13333u, 0x3eb86666u,
+    0x3ebf999au, 0x3ec6ccccu, 0x3ece0000u, 0x3ed53333u, 0x3edc6666u, 0x3ee3999au, 0x3eeaccccu,
+    0x3ef20000u, 0x3ef93332u, 0x3f003333u, 0x3f03ccccu, 0x3f076666u, 0x3f0b0000u, 0x3f0e999au,
+    0x3f123334u, 0x3f15cccdu, 0x3f196666u, 0x3f1d0000u, 0x3f20999au, 0x3f243334u, 0x3f27cccdu,
+    0x3f2b6666u, 0x3f2f0000u, 0x3f32999au, 0x3f363334u, 0x3f39cccdu, 0x3f3d6666u, 0x3f410000u,
+    0x3f44999au, 0x3f483333u, 0x3f4bcccdu, 0x3f4f6666u, 0x3f530000u, 0x3f56999au, 0x3f5a3333u,
+    0x3f5dcccdu, 0x3f616666u, 0x3f650000u, 0x3f68999au, 0x3f6c3333u, 0x3f6fcccdu, 0x3f736666u,
+    0x3f770000u, 0x3f7a999au, 0x3f7e3333u, 0x3f800000u};
 
 // csrc dQuantizeNF4, transcribed as the tree it is.
 uint8_t ref_quantize_nf4(float x) {
@@ -246,7 +250,8 @@ TEST(NF4, QuantizeIsByteIdenticalToBitsandbytesProcedure) {
     EXPECT_EQ(bad, 0) << "packed bytes differing";
     ASSERT_EQ(q.absmax_codes.size(), ref.absmax_codes.size());
     bad = 0;
-    for (size_t i = 0; i < ref.absmax_codes.size(); ++i) bad += q.absmax_codes[i] != ref.absmax_codes[i];
+    for (size_t i = 0; i < ref.absmax_codes.size(); ++i)
+      bad += q.absmax_codes[i] != ref.absmax_codes[i];
     EXPECT_EQ(bad, 0) << "absmax codes differing";
     ASSERT_EQ(q.absmax_scales.size(), ref.absmax_scales.size());
     for (size_t i = 0; i < ref.absmax_scales.size(); ++i)
@@ -345,7 +350,8 @@ TEST(NF4, CodeValuesRoundTrip) {
   EXPECT_EQ(mg::nf4_dequantize(q), w);
 
   // Different powers of two per block: exact up to the double-quantization error of absmax.
-  for (int64_t i = 0; i < rows * cols; ++i) w[i] = kRefNF4[(i * 5 + 3) % 16] * std::ldexp(1.0f, int(i / 64) % 5 - 2);
+  for (int64_t i = 0; i < rows * cols; ++i)
+    w[i] = kRefNF4[(i * 5 + 3) % 16] * std::ldexp(1.0f, int(i / 64) % 5 - 2);
   q = mg::nf4_quantize(w.data(), rows, cols);
   const std::vector<float> absmax = mg::nf4_absmax(q);
   const std::vector<float> deq = mg::nf4_dequantize(q);
@@ -373,7 +379,8 @@ void naive_matmul(const std::vector<float>& X, const std::vector<float>& W, int6
 }
 
 void naive_input_grad(const std::vector<float>& dY, const std::vector<float>& W, int64_t M,
-                      int64_t rows, int64_t cols, std::vector<double>& dX, std::vector<double>& absdX) {
+                      int64_t rows, int64_t cols, std::vector<double>& dX,
+                      std::vector<double>& absdX) {
   dX.assign(M * cols, 0.0);
   absdX.assign(M * cols, 0.0);
   for (int64_t m = 0; m < M; ++m)
@@ -401,11 +408,14 @@ TEST(NF4, FusedMatmulsEqualDequantizeThenNaiveGemm) {
   struct Case {
     int64_t M, rows, cols;
   };
-  // Tiles: 300x2100 has 3 row tiles x 2 column chunks; 4200x130 cuts the input grad's K into
-  // two chunks of rows; odd and short-block shapes; M = 1.
-  const Case cases[] = {{7, 300, 2100}, {5, 4200, 130}, {37, 33, 65}, {1, 129, 70}, {16, 64, 64}};
-  const mg::NF4MatmulVersion versions[] = {mg::NF4MatmulVersion::SharedTile,
-                                           mg::NF4MatmulVersion::ThreadTile};
+  // With 2 MiB tiles, 300x2100 gets 2 N tiles x 2 K tiles in the forward (2 threads) and in
+  // the input grad (1 thread); 4200x130 gets 3 N tiles forward and 2 K tiles in the input
+  // grad; then odd and short-block shapes, and M = 1.
+  const Case cases[] = {{7, 300, 2100}, {5, 4200, 130}, {37, 33, 65},
+                        {1, 129, 70},   {16, 64, 64},   {9, 65, 2049}};
+  const mg::NF4MatmulVersion versions[] = {
+      mg::NF4MatmulVersion::Auto, mg::NF4MatmulVersion::SharedTile,
+      mg::NF4MatmulVersion::ThreadTile, mg::NF4MatmulVersion::Direct};
   const int saved = omp_get_max_threads();
   uint32_t seed = 500;
   for (const Case& k : cases) {
@@ -454,9 +464,13 @@ TEST(NF4, FusedMatmulInsideParallelRegionRunsSerially) {
   for (size_t i = 0; i < X.size(); ++i) X[i] = std::sin(0.1 * i);
   std::vector<double> Yref, absY;
   naive_matmul(X, wd, M, 96, 200, Yref, absY);
+  // Calls 0-1 take the Direct kernel (M <= kNF4DirectMaxM), 2-3 the tiled sgemm one.
   std::vector<std::vector<float>> Y(4, std::vector<float>(M * 96));
+  const mg::NF4MatmulVersion v[4] = {mg::NF4MatmulVersion::Auto, mg::NF4MatmulVersion::Direct,
+                                     mg::NF4MatmulVersion::ThreadTile,
+                                     mg::NF4MatmulVersion::SharedTile};
 #pragma omp parallel for num_threads(2)
-  for (int t = 0; t < 4; ++t) mg::nf4_matmul(X.data(), q, Y[t].data(), M);
+  for (int t = 0; t < 4; ++t) mg::nf4_matmul(X.data(), q, Y[t].data(), M, false, v[t]);
   for (int t = 0; t < 4; ++t) EXPECT_LE(worst_relative(Y[t], Yref, absY, {}), 1e-4) << "call " << t;
 }
 

@@ -404,6 +404,23 @@ TEST(SelectiveScan, ParamGradsAccumulateActivationGradsOverwrite) {
   }
 }
 
+TEST(SelectiveScan, DzUntouchedWithoutGate) {
+  const Problem p = make_problem({1, 20, 12, 4, 8}, /*gated=*/false, 33);
+  const KernelRun<double> r = run_kernel<double>(p);
+  auto u = p.u, dt = p.dt, bias = p.dt_bias, A_log = p.A_log, Bm = p.Bm, Cm = p.Cm;
+  auto Dskip = p.Dskip, dout = p.dout;
+  Grads g = zero_grads(p.s);
+  std::fill(g.dz.begin(), g.dz.end(), 7.0);
+  selective_scan_backward<double>(p.s, u.data(), dt.data(), bias.data(), A_log.data(), Bm.data(),
+                                  Cm.data(), Dskip.data(), nullptr, r.chunk_states.data(),
+                                  dout.data(), g.du.data(), g.ddt.data(), g.ddt_bias.data(),
+                                  g.dA_log.data(), g.dBm.data(), g.dCm.data(), g.dDskip.data(),
+                                  g.dz.data());
+  EXPECT_TRUE(std::all_of(g.dz.begin(), g.dz.end(), [](double x) { return x == 7.0; }))
+      << "dz was written although z is null";
+  EXPECT_CLOSE(g.du, r.g.du, 1e-14, "du");
+}
+
 TEST(SelectiveScan, SameBitsForAnyThreadCount) {
   const Problem p = make_problem({2, 45, 200, 16, 16}, true, 41);
   const int saved = omp_get_max_threads();
@@ -448,19 +465,28 @@ TEST(SelectiveScan, RejectsBadArguments) {
 // The vectorized exp/log1p against libm in double, over the ranges the scan uses.
 TEST(SelectiveScan, FastExpAndSoftplusAccuracy) {
   using L = scan_detail::Avx2Lanes;
-  double exp_err = 0, sp_err = 0;
+  double exp_err = 0, decay_err = 0, sp_err = 0;
   float xs[8], got[8];
   for (int i = 0; i < 200000; i += 8) {
     for (int l = 0; l < 8; ++l) xs[l] = -87.0f + 175.0f * float(i + l) / 200000.0f;
     L::to_array(L::exp(L::from_array(xs)), got);
     for (int l = 0; l < 8; ++l)
       exp_err = std::max(exp_err, std::abs(got[l] / std::exp(double(xs[l])) - 1));
+    // The decay exp(x) = decay_exp(x * kDecayScale) for x <= 0, to where it is ~1e-38.
+    for (int l = 0; l < 8; ++l) xs[l] = -86.0f * float(i + l) / 200000.0f;
+    float scaled[8];
+    for (int l = 0; l < 8; ++l) scaled[l] = float(double(xs[l]) * L::kDecayScale);
+    L::to_array(L::decay_exp(L::from_array(scaled)), got);
+    for (int l = 0; l < 8; ++l)
+      decay_err = std::max(decay_err, std::abs(got[l] / std::exp(double(xs[l])) - 1));
     for (int l = 0; l < 8; ++l) xs[l] = -40.0f + 80.0f * float(i + l) / 200000.0f;
     L::to_array(L::softplus(L::from_array(xs)), got);
     for (int l = 0; l < 8; ++l)
       sp_err = std::max(sp_err, std::abs(got[l] / ref_softplus(double(xs[l])) - 1));
   }
   EXPECT_LE(exp_err, 2e-7) << "max relative error of the vector exp";
+  // Rounding x*log2(e) to float costs up to |x| * 2^-24 relative: ~5e-6 at x = -86.
+  EXPECT_LE(decay_err, 8e-6) << "max relative error of the decay exp";
   EXPECT_LE(sp_err, 4e-7) << "max relative error of the vector softplus";
 }
 #endif

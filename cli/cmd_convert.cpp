@@ -1,0 +1,134 @@
+// Checkpoint conversions: magellan quantize (float32 -> NF4 base) and magellan merge-lora
+// (base + adapter -> one model, float32 or re-quantized NF4).
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include <boost/program_options.hpp>
+
+#include "checkpoints/atomic_save.h"
+#include "checkpoints/model_io.h"
+#include "cli/commands.h"
+#include "experiments/config_loader.h"
+#include "inference/load_model.h"
+#include "model/lora.h"
+#include "trainer/checkpoint_state.h"
+#include "util/memory.h"
+#include "util/progress.h"
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace mg::cli {
+
+namespace {
+
+void write_converted(const std::string& out, HybridLM& model, const ExperimentConfig& cfg, int64_t step) {
+  TrainState st;
+  st.step = step;
+  atomic_save(out, [&](H5File& f) {
+    write_checkpoint_header(f, st, to_yaml(cfg), "full", std::nullopt);
+    write_model(f, model, ModelSaveMode::Full);
+  });
+}
+
+po::variables_map parse(const Args& args, po::options_description& desc) {
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(desc).run(), vm);
+  po::notify(vm);
+  return vm;
+}
+
+}  // namespace
+
+int cmd_quantize(const Args& args) {
+  po::options_description desc(
+      "magellan quantize --checkpoint IN.h5 -o OUT.h5\n\n"
+      "Quantizes every linear layer of a float32 checkpoint to NF4 (bitsandbytes layout, double-\n"
+      "quantized absmax; docs/checkpoint-format.md). Embeddings, norms and Mamba's small tensors\n"
+      "stay float32. The result is a QLoRA base: name it in qlora.base_checkpoint.\n\noptions");
+  std::string in, out;
+  desc.add_options()("help,h", "show this help")("checkpoint,c", po::value(&in), "float32 checkpoint (or run dir)")(
+      "output,o", po::value(&out), "NF4 checkpoint to write")("quiet,q", "no progress line");
+  po::variables_map vm = parse(args, desc);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  MG_CHECK(!in.empty() && !out.empty(), "[quantize] give --checkpoint IN.h5 and -o OUT.h5");
+  LoadedModel lm = load_model_from_checkpoint(in);
+  MG_CHECK(!lm.config.lora.enabled, "[quantize] {} carries LoRA adapters: merge them first (magellan merge-lora)",
+           lm.checkpoint);
+  int64_t n_linears = 0, params = 0;
+  visit_linears(*lm.model, [&](const std::string&, Linear& l) {
+    ++n_linears;
+    params += l.in_features * l.out_features;
+  });
+  Progress progress("quantize", params, "param", vm.count("quiet") > 0);
+  double max_err = 0, sq = 0, sqw = 0;
+  int64_t count = 0, fp32_bytes = 0, nf4_bytes = 0, done = 0, already = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  visit_linears(*lm.model, [&](const std::string&, Linear& l) {
+    if (l.is_quantized()) {
+      ++already;
+      return;
+    }
+    Tensor w = l.weight;
+    l.quantize_base();
+    NF4ErrorStats s = nf4_error_stats(w.data<float>(), *l.quantized());
+    max_err = std::max(max_err, s.max_abs_error);
+    sq += s.rms_error * s.rms_error * static_cast<double>(s.count);
+    sqw += s.rms_weight * s.rms_weight * static_cast<double>(s.count);
+    count += s.count;
+    fp32_bytes += static_cast<int64_t>(w.bytes());
+    nf4_bytes += l.quantized()->bytes();
+    done += w.numel();
+    progress.update(done);
+  });
+  progress.finish();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  write_converted(out, *lm.model, lm.config, lm.step);
+  std::printf("quantized %lld linear layers (%lld parameters) in %.2f s (%.0f M params/s)%s\n",
+              static_cast<long long>(n_linears - already), static_cast<long long>(count), secs, count / secs / 1e6,
+              already ? fmt::format("; {} were already NF4", already).c_str() : "");
+  std::printf("  linear weights  %s float32 -> %s NF4 (%.3f bits/param)\n", format_bytes(fp32_bytes).c_str(),
+              format_bytes(nf4_bytes).c_str(), count ? 8.0 * nf4_bytes / count : 0.0);
+  std::printf("  error           max |dW| %.4g, rms %.4g (%.2f%% of rms W %.4g)\n", max_err,
+              count ? std::sqrt(sq / count) : 0.0, count && sqw > 0 ? 100.0 * std::sqrt(sq / sqw) : 0.0,
+              count ? std::sqrt(sqw / count) : 0.0);
+  std::printf("  file            %s (%s)\n", out.c_str(), format_bytes(static_cast<double>(fs::file_size(out))).c_str());
+  return 0;
+}
+
+int cmd_merge_lora(const Args& args) {
+  po::options_description desc(
+      "magellan merge-lora --checkpoint ADAPTER.h5 -o MERGED.h5 [--nf4]\n\n"
+      "Merges LoRA adapters into their base weights (W + scale * B A; an NF4 base is dequantized\n"
+      "first): the result is a plain model checkpoint without adapters, float32, or re-quantized\n"
+      "to NF4 with --nf4 (the re-quantization error is reported).\n\noptions");
+  std::string in, out, adapter;
+  desc.add_options()("help,h", "show this help")("checkpoint,c", po::value(&in), "checkpoint with adapters (or run dir)")(
+      "adapter", po::value(&adapter), "an adapter checkpoint to apply on --checkpoint first")(
+      "output,o", po::value(&out), "merged checkpoint to write")("nf4", "re-quantize merged weights to NF4");
+  po::variables_map vm = parse(args, desc);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  MG_CHECK(!in.empty() && !out.empty(), "[merge-lora] give --checkpoint IN.h5 and -o OUT.h5");
+  LoadedModel lm = load_model_from_checkpoint(in, adapter.empty() ? std::nullopt : std::optional<std::string>(adapter));
+  MergeReport rep = merge_all_lora(*lm.model, vm.count("nf4") > 0);
+  MG_CHECK(rep.merged > 0, "[merge-lora] {} has no LoRA adapters to merge", lm.checkpoint);
+  ExperimentConfig cfg = lm.config;
+  cfg.lora.enabled = false;
+  cfg.qlora = QloraConfig{};
+  write_converted(out, *lm.model, cfg, lm.step);
+  std::printf("merged %d adapters -> %s%s\n", rep.merged, out.c_str(),
+              vm.count("nf4") ? fmt::format(" (NF4; re-quantization error max {:.4g}, rms {:.4g})", rep.max_abs_error,
+                                            rep.rms_error).c_str() : " (float32)");
+  return 0;
+}
+
+}  // namespace mg::cli

@@ -1,0 +1,71 @@
+// magellan eval: loss, perplexity and task accuracy of a checkpoint on a validation split.
+#include <cstdio>
+#include <iostream>
+
+#include <boost/program_options.hpp>
+
+#include "autograd/blas.h"
+#include "cli/commands.h"
+#include "data/dataset.h"
+#include "data/tokenizer.h"
+#include "inference/load_model.h"
+#include "trainer/trainer.h"
+
+namespace po = boost::program_options;
+
+namespace mg::cli {
+
+int cmd_eval(const Args& args) {
+  po::options_description desc(
+      "magellan eval --run RUN_DIR | --checkpoint FILE [--adapter FILE] [options]\n\n"
+      "Evaluates on the validation split of the data the checkpoint was trained on (or --data):\n"
+      "mean loss over counted targets, perplexity, and task accuracy for synthetic tasks.\n\noptions");
+  std::string run, ckpt, adapter, data_path;
+  int batches = 0, batch_size = 0, threads = 0;
+  desc.add_options()("help,h", "show this help")("run", po::value(&run), "a run directory (its latest checkpoint)")(
+      "checkpoint", po::value(&ckpt), "a checkpoint file")("adapter", po::value(&adapter),
+                                                          "a LoRA adapter checkpoint to apply on top")(
+      "data", po::value(&data_path), "evaluate on these text/jsonl files instead (same data.source)")(
+      "batches", po::value(&batches), "validation batches (default: the config's eval.batches; -1 = all)")(
+      "batch-size", po::value(&batch_size), "rows per batch (default: training.batch_size)")(
+      "threads", po::value(&threads), "threads (default: all cores)");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(desc).run(), vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  MG_CHECK(run.empty() != ckpt.empty(), "[eval] give exactly one of --run RUN_DIR or --checkpoint FILE");
+  set_num_threads(threads);
+  LoadedModel lm = load_model_from_checkpoint(run.empty() ? ckpt : run,
+                                              adapter.empty() ? std::nullopt : std::optional<std::string>(adapter));
+  ExperimentConfig& cfg = lm.config;
+  DatasetOptions o;
+  o.source = cfg.data.source == DataSource::Synthetic ? "synthetic" : cfg.data.source == DataSource::Text ? "text" : "jsonl";
+  o.task = cfg.data.task == SyntheticTask::SelectiveCopy ? "selective_copy" : "induction";
+  o.path = cfg.data.path;
+  if (!data_path.empty()) {
+    o.path = {data_path};
+    o.val_fraction = 1.0;
+  } else {
+    o.val_fraction = cfg.data.val_fraction;
+  }
+  o.seq_len = cfg.data.seq_len;
+  o.seed = cfg.seed;
+  o.n_memorize = cfg.data.n_memorize;
+  o.n_tokens = cfg.data.n_tokens;
+  std::unique_ptr<Tokenizer> tok;
+  if (cfg.data.source != DataSource::Synthetic) tok = load_tokenizer(cfg.data.tokenizer);
+  auto data = make_dataset(o, tok.get());
+  const int64_t B = batch_size > 0 ? batch_size : cfg.training.batch_size;
+  const int64_t n = vm.count("batches") ? batches : cfg.eval.batches;
+  EvalResult r = evaluate(*lm.model, *data, B, n);
+  std::printf("checkpoint %s (step %lld)\n", lm.checkpoint.c_str(), static_cast<long long>(lm.step));
+  std::printf("eval: %lld tokens  loss %.4f  perplexity %.3f", static_cast<long long>(r.tokens), r.loss, r.ppl);
+  if (r.accuracy >= 0) std::printf("  task accuracy %.2f%%", 100.0 * r.accuracy);
+  std::printf("\n");
+  return 0;
+}
+
+}  // namespace mg::cli

@@ -1,0 +1,128 @@
+// magellan info CONFIG: parameters by component (counted on the model the code builds, in
+// meta mode: shapes without storage) and memory for fp32, NF4 + LoRA, and a training step.
+#include <cstdio>
+#include <iostream>
+#include <map>
+
+#include <boost/program_options.hpp>
+
+#include "cli/commands.h"
+#include "experiments/config_loader.h"
+#include "model/hybrid_lm.h"
+#include "model/nf4.h"
+#include "util/memory.h"
+
+namespace po = boost::program_options;
+
+namespace mg::cli {
+
+namespace {
+
+// "layers.3.mixer.experts.5.up.weight" -> "MoE experts"
+std::string component_of(const std::string& name, const ModelConfig& cfg) {
+  if (name.starts_with("embedding")) return "embedding";
+  if (name.starts_with("lm_head")) return "lm_head";
+  if (name.starts_with("norm_f")) return "norms";
+  if (name.find(".norm.") != std::string::npos) return "norms";
+  if (name.find(".lora_") != std::string::npos) return "LoRA adapters";
+  if (name.find(".experts.") != std::string::npos) return "MoE experts";
+  if (name.find(".router.") != std::string::npos) return "MoE routers";
+  return "Mamba mixers";
+}
+
+}  // namespace
+
+int cmd_info(const Args& args) {
+  po::options_description desc(
+      "magellan info CONFIG.yaml [key.sub=value ...]\n\n"
+      "Prints the parameter count by component (the count the code allocates) and the memory\n"
+      "for float32 weights, NF4 + LoRA (QLoRA) weights, and one training step.\n\noptions");
+  desc.add_options()("help,h", "show this help");
+  std::vector<std::string> positional;
+  po::options_description hidden;
+  hidden.add_options()("args", po::value(&positional));
+  po::positional_options_description pos;
+  pos.add("args", -1);
+  po::options_description all;
+  all.add(desc).add(hidden);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  std::string path;
+  std::vector<std::string> overrides;
+  for (const auto& a : positional) (a.find('=') != std::string::npos ? overrides.push_back(a) : void(path = a));
+  MG_CHECK(!path.empty(), "[info] no config given: magellan info experiments/presets/phase1.yaml");
+  const ExperimentConfig cfg = load_config(path, overrides).config;
+  const ModelConfig& m = cfg.model;
+
+  HybridLM meta(m, DType::F32, /*meta=*/true);
+  std::map<std::string, int64_t> by_component;
+  int64_t total = 0, linear_params = 0;
+  meta.visit_parameters([&](const std::string& name, Tensor& p) {
+    by_component[component_of(name, m)] += p.numel();
+    total += p.numel();
+  });
+  int64_t lora_params = 0, nf4_bytes = 0;
+  visit_linears(meta, [&](const std::string& name, Linear& l) {
+    const int64_t n = l.in_features * l.out_features;
+    linear_params += n;
+    NF4Weight q;
+    q.rows = l.out_features;
+    q.cols = l.in_features;
+    q.packed.resize(static_cast<size_t>((n + 1) / 2));
+    q.absmax_codes.resize(static_cast<size_t>(q.n_blocks()));
+    q.absmax_scales.resize(static_cast<size_t>(q.n_absmax_blocks()));
+    nf4_bytes += q.bytes();
+    if (any_pattern_matches(cfg.lora.target_modules, name))
+      lora_params += static_cast<int64_t>(cfg.lora.r) * (l.in_features + l.out_features);
+  });
+
+  std::printf("%s: %d layers '%s' (%d Mamba, %d MoE), d_model %d, vocab %d, E=%d top-%d, F=%d, d_state %d\n\n",
+              path.c_str(), m.n_layers(), m.layer_pattern.c_str(), m.n_mamba_layers(), m.n_moe_layers(), m.d_model,
+              m.vocab_size, m.n_experts, m.top_k, m.expert_hidden, m.d_state);
+  std::printf("%-16s %16s %8s\n", "component", "parameters", "share");
+  for (const auto& [c, n] : by_component)
+    std::printf("%-16s %16lld %7.2f%%\n", c.c_str(), static_cast<long long>(n), 100.0 * n / static_cast<double>(total));
+  std::printf("%-16s %16lld  (%.1fM)\n", "total", static_cast<long long>(total), total / 1e6);
+  const int64_t active = total - by_component["MoE experts"] +
+                         (m.n_experts ? by_component["MoE experts"] * m.top_k / m.n_experts : 0);
+  std::printf("%-16s %16lld  (%.1fM; top-%d of %d experts per token)\n\n", "active/token", static_cast<long long>(active),
+              active / 1e6, m.top_k, m.n_experts);
+
+  const int64_t other = total - linear_params;  // embedding, norms, conv, A_log, D, biases: stay fp32
+  const double fp32 = 4.0 * static_cast<double>(total);
+  const double qlora = static_cast<double>(nf4_bytes) + 4.0 * static_cast<double>(other) + 4.0 * static_cast<double>(lora_params);
+  std::printf("memory (weights)\n");
+  std::printf("  float32                  %12s\n", format_bytes(fp32).c_str());
+  std::printf("  NF4 + LoRA r=%-3d         %12s   (linears %.3f bits/param; %lld fp32 non-linear params; "
+              "%lld LoRA params on %s)\n", cfg.lora.r, format_bytes(qlora).c_str(),
+              8.0 * static_cast<double>(nf4_bytes) / static_cast<double>(linear_params), static_cast<long long>(other),
+              static_cast<long long>(lora_params), fmt::format("{}", fmt::join(cfg.lora.target_modules, ",")).c_str());
+  // A training step: weights + grads + AdamW state (fp16 state ~4 bytes/param, fp32 8) +
+  // activations. Activations are an estimate from the tensors each layer saves (see
+  // docs/benchmarks.md for measured peaks): per token, a Mamba layer keeps ~(6C + 10D +
+  // 2(R+2N)) floats, an MoE layer ~(4C + E + k(2C + 3F)), the head 2V (logits + grad).
+  const double BT = static_cast<double>(cfg.training.batch_size) * cfg.data.seq_len;
+  const double D = m.d_inner(), C = m.d_model, R = m.resolved_dt_rank(), N = m.d_state;
+  double act_per_token = 2.0 * m.vocab_size;
+  for (char k : m.layer_pattern)
+    act_per_token += k == 'M' ? 6 * C + 10 * D + 2 * (R + 2 * N)
+                              : 4 * C + m.n_experts + m.top_k * (2 * C + 3.0 * m.expert_hidden);
+  const double acts = 4.0 * BT * act_per_token;
+  const double state_bytes = cfg.optimizer.state_dtype == StateDtype::F16 ? 4.0 : 8.0;
+  const double full_step = fp32 * 2 + state_bytes * static_cast<double>(total) + acts;
+  const double qlora_step = qlora + (4.0 + state_bytes) * static_cast<double>(lora_params) + acts;
+  std::printf("memory (one training step, batch %d x seq %d; activations estimated %s)\n", cfg.training.batch_size,
+              cfg.data.seq_len, format_bytes(acts).c_str());
+  std::printf("  full fp32 + AdamW(%s)    %12s\n", cfg.optimizer.state_dtype == StateDtype::F16 ? "fp16" : "fp32",
+              format_bytes(full_step).c_str());
+  std::printf("  QLoRA (NF4 + LoRA)       %12s   (gradient checkpointing lowers activations to about one layer's)\n",
+              format_bytes(qlora_step).c_str());
+  return 0;
+}
+
+}  // namespace mg::cli

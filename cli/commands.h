@@ -1,0 +1,29 @@
+#pragma once
+// One function per subcommand (cli/cmd_*.cpp). Each parses its own flags with
+// Boost.Program_options, returns the exit code, and throws mg::Error for the one clear line
+// main() prints.
+#include <string>
+#include <vector>
+
+namespace mg::cli {
+
+using Args = std::vector<std::string>;  // the arguments after the subcommand name
+
+int cmd_train(const Args& args);
+int cmd_demo(const Args& args);
+int cmd_info(const Args& args);
+int cmd_eval(const Args& args);
+int cmd_generate(const Args& args);
+int cmd_quantize(const Args& args);
+int cmd_merge_lora(const Args& args);
+int cmd_tokenizer(const Args& args);
+int cmd_tokenize(const Args& args);
+int cmd_sweep(const Args& args);
+
+// Shared helpers.
+std::string quote_arg(const std::string& s);  // shell-quoted when needed, for printed commands
+// The program name as invoked (argv[0]), for the commands printed after a run.
+const std::string& program_name();
+void set_program_name(const std::string& argv0);
+
+}  // namespace mg::cli
