@@ -1,5 +1,7 @@
 #include "autograd/tensor.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -20,11 +22,26 @@ std::string shape_str(const Shape& s) {
 }
 
 Storage::Storage(size_t n) : bytes(n) {
+  if (n >= kMmapThresholdBytes) {
+    // Anonymous private pages: zero-filled by the kernel and not resident until touched, and
+    // munmap returns them to the OS at once (glibc's free may keep a large heap block). This
+    // is what lets a 13 GB float model be built and quantized layer by layer in a few GB.
+    void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    MG_CHECK(p != MAP_FAILED, "[tensor] out of memory mapping {} bytes; free memory or use a smaller model", n);
+    ptr = p;
+    mapped = true;
+    return;
+  }
   size_t rounded = (n + 63) / 64 * 64;
   ptr = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
   MG_CHECK(ptr, "[tensor] out of memory allocating {} bytes", n);
 }
-Storage::~Storage() { std::free(ptr); }
+Storage::~Storage() {
+  if (mapped)
+    munmap(ptr, bytes);
+  else
+    std::free(ptr);
+}
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, std::string name) {
   for (int64_t d : shape) MG_CHECK(d >= 0, "[tensor] negative dimension in shape {}", shape_str(shape));
@@ -46,7 +63,8 @@ Tensor Tensor::meta(const Shape& shape, DType dtype, std::string name) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, std::string name) {
   Tensor t = empty(shape, dtype, std::move(name));
-  std::memset(t.raw(), 0, t.bytes());
+  // Fresh mmapped pages are already zero; writing them would only make them resident.
+  if (!t.impl()->storage->mapped) std::memset(t.raw(), 0, t.bytes());
   return t;
 }
 

@@ -21,13 +21,17 @@ int64_t shape_numel(const Shape& s);
 std::string shape_str(const Shape& s);  // "[2, 3, 4]"
 
 // Raw aligned bytes (64-byte aligned, so AVX loads never straddle a cache line at the start).
+// Blocks of at least kMmapThresholdBytes are anonymous mmaps (page-aligned, zero-filled by
+// the OS, resident only once touched, unmapped on destruction); smaller ones aligned_alloc.
 struct Storage {
+  static constexpr size_t kMmapThresholdBytes = size_t{1} << 20;  // 1 MiB
   explicit Storage(size_t bytes);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   void* ptr = nullptr;
   size_t bytes = 0;
+  bool mapped = false;  // true: mmap'd, so zero at birth and freed with munmap
 };
 
 class Tensor;

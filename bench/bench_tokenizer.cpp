@@ -75,6 +75,7 @@ void bench_encoder(const char* name, const mg::BpeTokenizer& tok, ref::Bpe& refe
   std::vector<int32_t> ids;
   tok.clear_cache();
   Timing cold = time_of([&] { ids = tok.encode(text); });
+  const size_t cached = tok.cache_entries();
   check("encode (cold)", ids, ref_ids);
   Timing warm = best_of(5, [&] { ids = tok.encode(text); });
   check("encode (warm)", ids, ref_ids);
@@ -87,8 +88,7 @@ void bench_encoder(const char* name, const mg::BpeTokenizer& tok, ref::Bpe& refe
   if (decoded != text) std::printf("  !! decode(encode(text)) != text\n");
 
   row("encode, cold cache", double(text.size()), cold,
-      std::to_string(ids.size()) + " ids, " + std::to_string(tok.cache_entries()) +
-          " cached pre-tokens");
+      std::to_string(ids.size()) + " ids, " + std::to_string(cached) + " cached pre-tokens");
   row("encode, warm cache", double(text.size()), warm);
   row("encode 128 KB, cold cache", double(slice.size()), cold_slice);
   row("decode (MB of text out)", double(text.size()), decode);

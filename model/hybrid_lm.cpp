@@ -37,12 +37,17 @@ HybridLM::HybridLM(const ModelConfig& cfg, DType dtype, bool meta)
   }
 }
 
-void HybridLM::init(uint64_t seed) {
+void HybridLM::init(uint64_t seed, bool quantize_linears) {
   Rng rng(seed);
   fill_normal(embedding.weight, rng, 0.0, 0.02);
   for (auto& layer : layers) {
     if (layer->mamba) layer->mamba->init(cfg_, rng);
     if (layer->moe) layer->moe->init(rng);
+    // Quantizing consumes no draws, so the next layer sees the same Rng state either way.
+    if (quantize_linears)
+      visit_layer_linears(*layer, "", [](const std::string&, Linear& l) {
+        if (!l.weight.is_meta()) l.quantize_base();  // meta: nothing drawn, nothing to quantize
+      });
   }
   if (lm_head) init_linear_default(*lm_head, rng);
 }
@@ -137,27 +142,29 @@ Tensor HybridLM::decode_step(const Tensor& tokens, DecodeState& state) const {
 }
 
 void visit_linears(HybridLM& model, const std::function<void(const std::string&, Linear&)>& fn) {
-  for (size_t i = 0; i < model.layers.size(); ++i) {
-    const std::string p = "layers." + std::to_string(i) + ".mixer.";
-    HybridLayer& layer = *model.layers[i];
-    if (layer.mamba) {
-      MambaMixer& m = *layer.mamba;
-      fn(p + "in_proj", m.in_proj);
-      fn(p + "x_proj", m.x_proj);
-      fn(p + "dt_proj", m.dt_proj);
-      fn(p + "out_proj", m.out_proj);
-    } else {
-      MoeMixer& m = *layer.moe;
-      fn(p + "router", m.router);
-      for (size_t e = 0; e < m.experts.size(); ++e) {
-        const std::string ep = p + "experts." + std::to_string(e) + ".";
-        fn(ep + "up", m.experts[e]->up);
-        fn(ep + "down", m.experts[e]->down);
-        if (m.experts[e]->gate) fn(ep + "gate", *m.experts[e]->gate);
-      }
-    }
-  }
+  for (size_t i = 0; i < model.layers.size(); ++i)
+    visit_layer_linears(*model.layers[i], "layers." + std::to_string(i) + ".mixer.", fn);
   if (model.lm_head) fn("lm_head", *model.lm_head);
+}
+
+void visit_layer_linears(HybridLayer& layer, const std::string& p,
+                         const std::function<void(const std::string&, Linear&)>& fn) {
+  if (layer.mamba) {
+    MambaMixer& m = *layer.mamba;
+    fn(p + "in_proj", m.in_proj);
+    fn(p + "x_proj", m.x_proj);
+    fn(p + "dt_proj", m.dt_proj);
+    fn(p + "out_proj", m.out_proj);
+    return;
+  }
+  MoeMixer& m = *layer.moe;
+  fn(p + "router", m.router);
+  for (size_t e = 0; e < m.experts.size(); ++e) {
+    const std::string ep = p + "experts." + std::to_string(e) + ".";
+    fn(ep + "up", m.experts[e]->up);
+    fn(ep + "down", m.experts[e]->down);
+    if (m.experts[e]->gate) fn(ep + "gate", *m.experts[e]->gate);
+  }
 }
 
 }  // namespace mg

@@ -45,8 +45,12 @@ class HybridLM : public Module {
   // meta = build the exact parameter list without allocating (magellan info).
   HybridLM(const ModelConfig& cfg, DType dtype = DType::F32, bool meta = false);
 
-  // Fresh weights per design.md §3, from `seed`.
-  void init(uint64_t seed);
+  // Fresh weights per design.md §3, from `seed`. With quantize_linears (QLoRA from scratch),
+  // each layer's Linears (lm_head excepted, as apply_lora) are quantized to NF4 right after
+  // that layer is drawn, so only one layer's float32 weights are ever resident (large
+  // Storage is lazily mmapped, and quantize_base unmaps it). Same draws, same order: the
+  // result equals init(seed) followed by quantize_base on those Linears.
+  void init(uint64_t seed, bool quantize_linears = false);
 
   // tokens, targets: I32 (B,T); targets may be undefined (then no loss).
   LmOutput forward(const Tensor& tokens, const Tensor& targets, const ForwardOptions& opts = {}) const;
@@ -77,5 +81,8 @@ class HybridLM : public Module {
 // Visits every Linear in the model with its dotted name ("layers.0.mixer.in_proj"): the
 // units LoRA targets and QLoRA quantizes.
 void visit_linears(HybridLM& model, const std::function<void(const std::string&, Linear&)>& fn);
+// The same for one layer; `prefix` is "layers.<i>.mixer.".
+void visit_layer_linears(HybridLayer& layer, const std::string& prefix,
+                         const std::function<void(const std::string&, Linear&)>& fn);
 
 }  // namespace mg

@@ -448,7 +448,7 @@ SweepReport run_sweep(const SweepSpec& spec, const SweepOptions& opts) {
   const auto t0 = std::chrono::steady_clock::now();
   const bool tty = Progress::stderr_is_tty();
   ScopedSignals signals;
-  while (next < queue.size() || !running.empty()) {
+  while ((!forwarded && next < queue.size()) || !running.empty()) {
     if (g_sweep_signal && !forwarded) {
       forwarded = rep.interrupted = true;
       std::fprintf(stderr, "%s[sweep] stopping: SIGINT sent to %zu running trial%s (each checkpoints and stops); "
@@ -492,10 +492,11 @@ SweepReport run_sweep(const SweepSpec& spec, const SweepOptions& opts) {
     if (!opts.quiet) {
       const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const double left = el / static_cast<double>(done) * static_cast<double>(queue.size() - done);
+      const std::string value = fmt_num(objective_value(spec.objective, r));
       std::fprintf(stderr, "%s[sweep] %s %s (%s): %s %s  [%zu/%zu done, %zu running, ETA %s]\n",
                    tty ? "\r\033[K" : "", trials[i].name.c_str(), r.status.c_str(), grid_label(trials[i]).c_str(),
                    r.status == "failed" ? r.note.c_str() : std::string(objective_name(spec.objective)).c_str(),
-                   r.status == "failed" ? "" : fmt_num(objective_value(spec.objective, r)).c_str(), done,
+                   r.status == "failed" ? "" : value.empty() ? "-" : value.c_str(), done,
                    queue.size(), running.size(), Progress::format_duration(left).c_str());
     }
     progress.update(static_cast<int64_t>(done), fmt::format("{} running", running.size()));

@@ -1,0 +1,589 @@
+// One full training step (forward + backward + grad norm + fused fp16 AdamW) of the phase1
+// preset (experiments/presets/phase1.yaml: C 512, V 10000, 'MEMEMEE', E 8, top-2, F 2048,
+// N 16), fp32 weights, on random token ids (the data pipeline is not what is measured).
+//
+//   1. Throughput (seq 128, batch 4, 1 and 2 threads): median step time over --steps steps
+//      after one validated warm-up step, tokens/s, analytic FLOPs per token (flops_per_token
+//      below), achieved GFLOP/s and MFU against the FMA peak measured in this same run, with
+//      the step split into its phases and a per-component forward/backward breakdown.
+//   2. Gradient checkpointing (seq 512, batch 2): policies none vs every_layer, each in its own
+//      child process (VmHWM is monotonic per process): peak RSS, step time, the bytes the tape
+//      keeps saved at the end of the forward, and a hash of every gradient (they must agree).
+//
+//   run from the repository root:  build-*/bench_train_step            (~2-3 min on 2 cores)
+//   flags: --steps N --threads 1,2 --seq S --batch B --ckpt-seq S --ckpt-batch B
+//          --ckpt-steps N --ckpt-threads T --only throughput|checkpointing --no-breakdown
+//          --config FILE;  internal: --child --checkpointing none|every_layer
+//   The machine is shared: the load average is printed at the start and the end.
+#include <immintrin.h>
+#include <omp.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "autograd/blas.h"
+#include "autograd/ops.h"
+#include "autograd/tape.h"
+#include "experiments/config_loader.h"
+#include "model/hybrid_lm.h"
+#include "model/init.h"
+#include "model/lora.h"
+#include "trainer/adamw.h"
+#include "trainer/optimizer.h"
+#include "util/memory.h"
+
+extern char** environ;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+std::string load_average() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  f >> a >> b >> c;
+  return a + " " + b + " " + c + " (1/5/15 min, on " + std::to_string(omp_get_num_procs()) +
+         " CPUs)";
+}
+std::string cpu_model_name() {
+  std::ifstream f("/proc/cpuinfo");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options: "--key value" pairs and two switches, parsed by hand (nothing here needs more).
+// ---------------------------------------------------------------------------------------------
+struct Options {
+  std::string config = "experiments/presets/phase1.yaml";
+  int steps = 5;                     // timed steps after the warm-up
+  std::vector<int> threads = {1, 2};
+  int seq = 128, batch = 4;
+  int ckpt_seq = 512, ckpt_batch = 2, ckpt_steps = 3, ckpt_threads = 2;
+  std::string only;                  // "", "throughput" or "checkpointing"
+  bool breakdown = true;
+  bool child = false;
+  std::string checkpointing = "none";  // child: none | every_layer
+};
+
+Options parse_options(int argc, char** argv) {
+  Options o;
+  auto to_int = [](const std::string& key, const std::string& v) {
+    try {
+      return std::stoi(v);
+    } catch (...) {
+      throw mg::Error("[bench_train_step] " + key + " wants an integer, got '" + v + "'");
+    }
+  };
+  for (int i = 1; i < argc; ++i) {
+    const std::string key = argv[i];
+    if (key == "--child") { o.child = true; continue; }
+    if (key == "--no-breakdown") { o.breakdown = false; continue; }
+    MG_CHECK(i + 1 < argc, "[bench_train_step] {} needs a value (see the flags at the top of "
+             "bench/bench_train_step.cpp)", key);
+    const std::string v = argv[++i];
+    if (key == "--config") o.config = v;
+    else if (key == "--steps") o.steps = to_int(key, v);
+    else if (key == "--seq") o.seq = to_int(key, v);
+    else if (key == "--batch") o.batch = to_int(key, v);
+    else if (key == "--ckpt-seq") o.ckpt_seq = to_int(key, v);
+    else if (key == "--ckpt-batch") o.ckpt_batch = to_int(key, v);
+    else if (key == "--ckpt-steps") o.ckpt_steps = to_int(key, v);
+    else if (key == "--ckpt-threads") o.ckpt_threads = to_int(key, v);
+    else if (key == "--only") o.only = v;
+    else if (key == "--checkpointing") o.checkpointing = v;
+    else if (key == "--threads") {
+      o.threads.clear();
+      std::stringstream ss(v);
+      for (std::string t; std::getline(ss, t, ',');) o.threads.push_back(to_int(key, t));
+    } else {
+      throw mg::Error("[bench_train_step] unknown flag '" + key + "'; the flags are listed at "
+                      "the top of bench/bench_train_step.cpp");
+    }
+  }
+  MG_CHECK(o.steps >= 1 && o.ckpt_steps >= 1 && o.seq >= 1 && o.batch >= 1 && o.ckpt_seq >= 1 &&
+               o.ckpt_batch >= 1 && !o.threads.empty(),
+           "[bench_train_step] --steps, --ckpt-steps, --seq, --batch, --threads must be >= 1");
+  MG_CHECK(o.checkpointing == "none" || o.checkpointing == "every_layer",
+           "[bench_train_step] --checkpointing is none or every_layer, got '{}'", o.checkpointing);
+  MG_CHECK(o.only.empty() || o.only == "throughput" || o.only == "checkpointing",
+           "[bench_train_step] --only is throughput or checkpointing, got '{}'", o.only);
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// FMA peak: a tight loop of independent 8-wide FMAs. Zen / Haswell-class cores issue 2 FMAs
+// per cycle with a 4-5 cycle latency, so >= 10 independent chains keep both pipes full
+// (Agner Fog, "Instruction tables"); 12 chains plus 2 constants fit in the 16 ymm registers.
+// Same loop as bench_sgemm.cpp, so the two MFU figures are against the same peak.
+// ---------------------------------------------------------------------------------------------
+constexpr int kFmaChains = 12;
+constexpr double kFlopsPerIteration = kFmaChains * 8 * 2;  // 8 lanes, multiply + add
+
+__attribute__((noinline)) float fma_chains(int64_t iterations) {
+  const __m256 scale = _mm256_set1_ps(0.999999f);  // acc stays near its start: no overflow
+  const __m256 bias = _mm256_set1_ps(1e-6f);
+  __m256 acc[kFmaChains];
+  for (int j = 0; j < kFmaChains; ++j) acc[j] = _mm256_set1_ps(1.0f + 0.01f * j);
+  for (int64_t i = 0; i < iterations; ++i) {
+#pragma GCC unroll 12
+    for (int j = 0; j < kFmaChains; ++j) acc[j] = _mm256_fmadd_ps(acc[j], scale, bias);
+  }
+  __m256 total = acc[0];
+  for (int j = 1; j < kFmaChains; ++j) total = _mm256_add_ps(total, acc[j]);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, total);
+  float s = 0;
+  for (float x : lanes) s += x;
+  return s;
+}
+
+// Best GFLOP/s of `threads` OpenMP threads over `reps` short samples (~50 ms each: on a shared
+// machine some sample runs undisturbed).
+double fma_peak_gflops(int threads, int reps) {
+  const int64_t iterations = 20'000'000;
+  volatile float sink = 0;
+  double best = 0;
+  for (int r = 0; r <= reps; ++r) {  // r = 0 warms up (clock ramp, thread start)
+    const auto t0 = Clock::now();
+    float sum = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : sum)
+    sum += fma_chains(iterations);
+    const double s = seconds_since(t0);
+    sink = sink + sum;
+    if (r > 0) best = std::max(best, threads * iterations * kFlopsPerIteration / s * 1e-9);
+  }
+  return best;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Analytic model FLOPs of one training token (forward + backward), the PaLM MFU convention
+// (Chowdhury et al. 2022, appendix B): recomputation (the scan's chunk replay, gradient
+// checkpointing) is NOT counted, so MFU compares useful work only.
+//   matmuls: 6 * P_active (2 forward + 4 backward: input and weight gradients), P_active =
+//     Mamba layer: in_proj 2D*C + x_proj (R+2N)*D + dt_proj R*D + out_proj C*D + conv K*D
+//     MoE layer:   router E*C + k * (up F*C + down C*F [+ gate F*C for swiglu])  (dropless)
+//     head:        V*C (tied: the embedding matrix again; the lookup itself is free)
+//   selective scan per (token, d, n), from model/selective_scan*.cpp: forward 7 (delta*A, exp,
+//     delta*u*B, h fma, y fma); backward 14 (G, dC, dB, G*B, carry, w, w*A, dA: 6 fma + 2 mul)
+//     -> 21 * D * N per token per Mamba layer (the backward also replays the forward: 7 more,
+//     not counted).
+//   Not counted: norms, activations, softplus, softmax/CE (~5V = 5e4 per token, < 0.1%).
+// ---------------------------------------------------------------------------------------------
+struct FlopModel {
+  double active_params = 0;     // per token, matmul/conv weights only
+  double mamba_params = 0, moe_params = 0, head_params = 0;  // per layer / head
+  double scan_flops = 0;        // per token, all Mamba layers, fwd + bwd
+  double per_token() const { return 6.0 * active_params + scan_flops; }
+};
+
+FlopModel flop_model(const mg::ModelConfig& m) {
+  const double C = m.d_model, D = m.d_inner(), N = m.d_state, R = m.resolved_dt_rank(),
+               K = m.d_conv, E = m.n_experts, k = m.top_k, F = m.expert_hidden, V = m.vocab_size;
+  FlopModel f;
+  f.mamba_params = 2 * D * C + (R + 2 * N) * D + R * D + C * D + K * D;
+  f.moe_params = E * C + k * F * C * (m.expert_mlp == mg::ExpertMlp::Swiglu ? 3 : 2);
+  f.head_params = V * C;
+  f.active_params =
+      m.n_mamba_layers() * f.mamba_params + m.n_moe_layers() * f.moe_params + f.head_params;
+  f.scan_flops = m.n_mamba_layers() * 21.0 * D * N;
+  return f;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The training step under test and its setup.
+// ---------------------------------------------------------------------------------------------
+struct Setup {
+  mg::ExperimentConfig cfg;
+  std::unique_ptr<mg::HybridLM> model;
+  std::unique_ptr<mg::Optimizer> optim;
+  mg::Tensor tokens, targets;  // I32 (B,T)
+};
+
+Setup make_setup(const Options& o, int seq, int batch) {
+  Setup s;
+  s.cfg = mg::load_config(o.config).config;
+  s.model = std::make_unique<mg::HybridLM>(s.cfg.model, mg::DType::F32);
+  s.model->init(s.cfg.seed);
+  s.optim = std::make_unique<mg::Optimizer>(s.cfg.optimizer, mg::trainable_parameters(*s.model));
+  // One fixed random batch: the same tokens every step, so the loss must fall (a check that
+  // forward, backward and the optimizer compose), and both checkpointing children see it.
+  mg::Rng rng(12345);
+  std::vector<int32_t> ids(size_t(batch) * seq), next(ids.size());
+  for (auto& t : ids) t = int32_t(rng.below(uint64_t(s.cfg.model.vocab_size)));
+  for (auto& t : next) t = int32_t(rng.below(uint64_t(s.cfg.model.vocab_size)));
+  s.tokens = mg::Tensor::from_ids(ids, {batch, seq});
+  s.targets = mg::Tensor::from_ids(next, {batch, seq});
+  return s;
+}
+
+struct StepResult {
+  double forward_s = 0, backward_s = 0, optimizer_s = 0, total_s = 0;
+  double loss = 0, grad_norm = 0;
+  size_t saved_bytes = 0;  // tape's saved tensors at the end of the forward
+  uint64_t grad_hash = 0;  // only when asked (it reads every gradient)
+};
+
+// 64-bit multiply-xorshift hash over the raw gradient bytes, parameters in optimizer order.
+uint64_t hash_gradients(const mg::Optimizer& optim) {
+  uint64_t h = 0x9e3779b97f4a7c15ull;
+  for (const auto& [name, p] : optim.params()) {
+    for (char c : name) h = (h ^ uint8_t(c)) * 0x100000001b3ull;
+    mg::Tensor g = p.grad();
+    if (!g.defined()) continue;
+    const auto* w = static_cast<const uint32_t*>(g.raw());
+    for (int64_t i = 0; i < g.numel(); ++i) {
+      h = (h ^ w[i]) * 0x9fb21c651e98df25ull;
+      h ^= h >> 29;
+    }
+  }
+  return h;
+}
+
+// forward -> backward -> global grad norm -> clip -> fused AdamW -> zero_grad, as trainer.cpp.
+StepResult train_step(Setup& s, mg::GradCheckpointing policy, bool hash) {
+  StepResult r;
+  mg::ForwardOptions fo{.training = true, .want_logits = false, .checkpointing = policy};
+  const auto t0 = Clock::now();
+  mg::LmOutput out = s.model->forward(s.tokens, s.targets, fo);
+  r.loss = out.loss.item();
+  r.forward_s = seconds_since(t0);
+  r.saved_bytes = mg::current_tape().saved_bytes();
+  const auto t1 = Clock::now();
+  mg::current_tape().backward(out.loss);
+  r.backward_s = seconds_since(t1);
+  const auto t2 = Clock::now();
+  r.grad_norm = s.optim->grad_norm();
+  const double norm_s = seconds_since(t2);
+  if (hash) r.grad_hash = hash_gradients(*s.optim);  // outside the timed phases
+  const auto t3 = Clock::now();
+  const double clip = s.cfg.optimizer.grad_clip;
+  s.optim->step(s.cfg.optimizer.lr, clip > 0 ? mg::clip_coefficient(r.grad_norm, clip) : 1.0f);
+  s.optim->zero_grad();
+  r.optimizer_s = norm_s + seconds_since(t3);
+  r.total_s = r.forward_s + r.backward_s + r.optimizer_s;
+  return r;
+}
+
+// The warm-up step's checks: a finite loss near ln V (random tokens, near-zero logits at init:
+// embedding ~ N(0, 0.02)), finite non-zero gradients.
+void validate_first_step(const StepResult& r, const mg::ModelConfig& m, const char* where) {
+  const double expected = std::log(double(m.vocab_size));
+  MG_CHECK(std::isfinite(r.loss) && std::fabs(r.loss - expected) < 0.5,
+           "[bench_train_step] {}: first-step loss {} is not finite or not near ln V = {}", where,
+           r.loss, expected);
+  MG_CHECK(std::isfinite(r.grad_norm) && r.grad_norm > 0,
+           "[bench_train_step] {}: gradient norm {} is not finite and positive", where,
+           r.grad_norm);
+}
+void validate_loss_fell(double first, double last, const char* where) {
+  MG_CHECK(std::isfinite(last) && last < first,
+           "[bench_train_step] {}: the loss on a repeated batch went {} -> {}; training is broken",
+           where, first, last);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-component breakdown: each kind of block run alone on its own tape, forward then
+// backward, on the real shapes (input (B,T,C) ~ N(0,1), random output gradient), best of 2,
+// multiplied by how many the model has. Their sum against the measured step shows what the
+// components leave out (residual adds, the loss sum, allocation).
+// ---------------------------------------------------------------------------------------------
+struct Part {
+  std::string name;
+  int count = 0;
+  double forward_s = 1e30, backward_s = 1e30;
+};
+
+std::vector<Part> component_breakdown(Setup& s) {
+  mg::HybridLM& model = *s.model;
+  const mg::ModelConfig& m = s.cfg.model;
+  const int64_t B = s.tokens.dim(0), T = s.tokens.dim(1), C = m.d_model;
+  mg::Rng rng(7);
+  auto random = [&](const mg::Shape& shape) {
+    mg::Tensor t = mg::Tensor::empty(shape);
+    mg::fill_normal(t, rng, 0.0, 1.0);
+    return t;
+  };
+  const mg::Tensor dy = random({B, T, C});
+  int first_m = -1, first_e = -1;
+  for (int i = 0; i < m.n_layers(); ++i) {
+    if (m.layer_pattern[size_t(i)] == 'M' && first_m < 0) first_m = i;
+    if (m.layer_pattern[size_t(i)] == 'E' && first_e < 0) first_e = i;
+  }
+  // body(x) records the component's forward on the current tape and returns (outputs, grads).
+  using Body = std::function<std::pair<std::vector<mg::Tensor>, std::vector<mg::Tensor>>(mg::Tensor)>;
+  auto time_part = [&](Part& part, const Body& body) {
+    for (int rep = 0; rep < 2; ++rep) {
+      mg::Tape tape;
+      mg::TapeScope scope(tape);
+      mg::Tensor x = random({B, T, C});
+      x.set_requires_grad(true);  // the block's input gradient is part of the real backward
+      const auto t0 = Clock::now();
+      auto [outs, grads] = body(x);
+      part.forward_s = std::min(part.forward_s, seconds_since(t0));
+      const auto t1 = Clock::now();
+      tape.backward(outs, grads);
+      part.backward_s = std::min(part.backward_s, seconds_since(t1));
+    }
+  };
+  std::vector<Part> parts;
+  if (first_m >= 0) {
+    parts.push_back({"Mamba layer (norm+mixer+residual)", m.n_mamba_layers()});
+    const mg::HybridLayer& layer = *model.layers[size_t(first_m)];
+    time_part(parts.back(), [&](mg::Tensor x) {
+      mg::Tensor y = mg::ops::add(x, layer.mamba->forward(layer.norm.forward(x), nullptr, true));
+      return std::pair{std::vector{y}, std::vector{dy}};
+    });
+  }
+  if (first_e >= 0) {
+    parts.push_back({"MoE layer (norm+router+experts+residual)", m.n_moe_layers()});
+    const mg::HybridLayer& layer = *model.layers[size_t(first_e)];
+    time_part(parts.back(), [&](mg::Tensor x) {
+      mg::MoeOutput mo = layer.moe->forward(layer.norm.forward(x), nullptr, true);
+      mg::Tensor y = mg::ops::add(x, mo.out);
+      return std::pair{std::vector{y, mo.aux, mo.z},
+                       std::vector{dy, mg::Tensor::full(mo.aux.shape(), m.aux_loss_coef),
+                                   mg::Tensor::full(mo.z.shape(), m.z_loss_coef)}};
+    });
+  }
+  parts.push_back({"head (norm_f + tied V x C matmul + CE)", 1});
+  time_part(parts.back(), [&](mg::Tensor x) {
+    mg::Tensor h = mg::ops::reshape(model.norm_f.forward(x), {B * T, C});
+    mg::Tensor loss = mg::ops::cross_entropy(mg::ops::linear(h, model.head_weight()),
+                                             s.targets.view({B * T}));
+    return std::pair{std::vector{loss}, std::vector{mg::Tensor::full(loss.shape(), 1.0)}};
+  });
+  model.zero_grad();
+  return parts;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Section 1: throughput.
+// ---------------------------------------------------------------------------------------------
+int run_throughput(const Options& o) {
+  Setup s = make_setup(o, o.seq, o.batch);
+  const mg::ModelConfig& m = s.cfg.model;
+  const FlopModel fm = flop_model(m);
+  const double tokens = double(o.seq) * o.batch;
+  std::printf("\n## 1. Training step throughput: %s, seq %d, batch %d (%g tokens/step), fp32 "
+              "weights, AdamW %s state, %lld parameters\n",
+              o.config.c_str(), o.seq, o.batch, tokens,
+              std::string(mg::state_dtype_name(s.cfg.optimizer.state_dtype)).c_str(),
+              static_cast<long long>(s.model->num_parameters()));
+  std::printf("FLOPs/token = 6 * %.4gM active params (Mamba %.4gM x %d, MoE top-%d %.4gM x %d, "
+              "tied head %.4gM) + scan %.4gM = %.1f MFLOP\n",
+              fm.active_params / 1e6, fm.mamba_params / 1e6, m.n_mamba_layers(), m.top_k,
+              fm.moe_params / 1e6, m.n_moe_layers(), fm.head_params / 1e6, fm.scan_flops / 1e6,
+              fm.per_token() / 1e6);
+
+  struct Row {
+    int threads;
+    double peak, median_s, min_s, fwd, bwd, opt, loss_first, loss_last;
+    std::vector<Part> parts;
+  };
+  std::vector<Row> rows;
+  for (int threads : o.threads) {
+    mg::set_num_threads(threads);
+    Row row{threads, fma_peak_gflops(threads, 5)};
+    std::fprintf(stderr, "[bench_train_step] %d thread(s): warm-up + %d steps\n", threads, o.steps);
+    const StepResult warm = train_step(s, mg::GradCheckpointing::None, false);
+    validate_first_step(warm, m, "throughput warm-up");
+    std::vector<double> total, fwd, bwd, opt;
+    double last_loss = warm.loss;
+    for (int i = 0; i < o.steps; ++i) {
+      const StepResult r = train_step(s, mg::GradCheckpointing::None, false);
+      MG_CHECK(std::isfinite(r.loss) && std::isfinite(r.grad_norm),
+               "[bench_train_step] step {}: non-finite loss {} or grad norm {}", i, r.loss, r.grad_norm);
+      total.push_back(r.total_s), fwd.push_back(r.forward_s), bwd.push_back(r.backward_s),
+          opt.push_back(r.optimizer_s);
+      last_loss = r.loss;
+    }
+    validate_loss_fell(warm.loss, last_loss, "throughput");
+    row.median_s = median(total);
+    row.min_s = *std::min_element(total.begin(), total.end());
+    row.fwd = median(fwd), row.bwd = median(bwd), row.opt = median(opt);
+    row.loss_first = warm.loss, row.loss_last = last_loss;
+    if (o.breakdown) row.parts = component_breakdown(s);
+    row.peak = std::max(row.peak, fma_peak_gflops(threads, 5));  // best of before / after
+    rows.push_back(row);
+  }
+
+  std::printf("\n| threads | step s (median of %d) | min s | forward s | backward s | norm+AdamW s "
+              "| tokens/s | GFLOP/s | FMA peak GFLOP/s | MFU | loss first -> last |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+              o.steps);
+  for (const Row& r : rows) {
+    const double gflops = fm.per_token() * tokens / r.median_s * 1e-9;
+    std::printf("| %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.0f | %.1f | %.1f | %.1f%% | %.3f -> "
+                "%.3f |\n",
+                r.threads, r.median_s, r.min_s, r.fwd, r.bwd, r.opt, tokens / r.median_s, gflops,
+                r.peak, 100.0 * gflops / r.peak, r.loss_first, r.loss_last);
+  }
+  if (o.breakdown) {
+    std::printf("\nPer-component time (each block alone on its own tape, best of 2, times its "
+                "count), seconds per step:\n\n| component | count |");
+    for (const Row& r : rows) std::printf(" %d thr fwd | %d thr bwd |", r.threads, r.threads);
+    std::printf("\n| --- | --- |");
+    for (size_t i = 0; i < rows.size(); ++i) std::printf(" --- | --- |");
+    std::printf("\n");
+    for (size_t p = 0; p < rows.front().parts.size(); ++p) {
+      std::printf("| %s | %d |", rows.front().parts[p].name.c_str(), rows.front().parts[p].count);
+      for (const Row& r : rows)
+        std::printf(" %.3f | %.3f |", r.parts[p].count * r.parts[p].forward_s,
+                    r.parts[p].count * r.parts[p].backward_s);
+      std::printf("\n");
+    }
+    std::printf("| sum of components | |");
+    for (const Row& r : rows) {
+      double f = 0, b = 0;
+      for (const Part& p : r.parts) f += p.count * p.forward_s, b += p.count * p.backward_s;
+      std::printf(" %.3f | %.3f |", f, b);
+    }
+    std::printf("\n| measured full step | |");
+    for (const Row& r : rows) std::printf(" %.3f | %.3f |", r.fwd, r.bwd);
+    std::printf("\n");
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Section 2: gradient checkpointing, one child process per policy.
+// ---------------------------------------------------------------------------------------------
+// Child: one validated warm-up step (its gradients hashed), then --ckpt-steps timed steps;
+// prints one "RESULT key=value ..." line on stdout.
+int run_child(const Options& o) {
+  mg::set_num_threads(o.ckpt_threads);
+  const auto policy = o.checkpointing == "none" ? mg::GradCheckpointing::None
+                                                : mg::GradCheckpointing::EveryLayer;
+  Setup s = make_setup(o, o.ckpt_seq, o.ckpt_batch);
+  const int64_t rss_before = mg::current_rss_bytes();
+  const StepResult first = train_step(s, policy, true);
+  validate_first_step(first, s.cfg.model, o.checkpointing.c_str());
+  std::vector<double> times;
+  double last_loss = first.loss;
+  for (int i = 0; i < o.ckpt_steps; ++i) {
+    const StepResult r = train_step(s, policy, false);
+    times.push_back(r.total_s);
+    last_loss = r.loss;
+  }
+  validate_loss_fell(first.loss, last_loss, o.checkpointing.c_str());
+  std::printf("RESULT policy=%s step_s=%.4f saved_bytes=%zu rss_before=%lld peak_rss=%lld "
+              "loss=%.9g grad_norm=%.17g grad_hash=%016llx\n",
+              o.checkpointing.c_str(), median(times), first.saved_bytes,
+              static_cast<long long>(rss_before), static_cast<long long>(mg::peak_rss_bytes()),
+              first.loss, first.grad_norm, static_cast<unsigned long long>(first.grad_hash));
+  std::fflush(stdout);
+  return 0;
+}
+
+// Re-executes this program (/proc/self/exe) with --child and reads its RESULT line from a pipe.
+// posix_spawn, and only from a parent that has not started OpenMP threads yet.
+std::map<std::string, std::string> spawn_child(const Options& o, const std::string& policy) {
+  std::vector<std::string> args = {
+      "/proc/self/exe", "--child", "--checkpointing", policy, "--config", o.config,
+      "--ckpt-seq", std::to_string(o.ckpt_seq), "--ckpt-batch", std::to_string(o.ckpt_batch),
+      "--ckpt-steps", std::to_string(o.ckpt_steps), "--ckpt-threads", std::to_string(o.ckpt_threads)};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int fds[2];
+  MG_CHECK(pipe(fds) == 0, "[bench_train_step] pipe() failed: {}", std::strerror(errno));
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, fds[0]);
+  posix_spawn_file_actions_addclose(&actions, fds[1]);
+  pid_t pid = 0;
+  const int err = posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(fds[1]);
+  MG_CHECK(err == 0, "[bench_train_step] posix_spawn(/proc/self/exe) failed: {}", std::strerror(err));
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, size_t(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  MG_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+           "[bench_train_step] child ({}) failed (status {}); its error is printed above", policy,
+           status);
+  std::map<std::string, std::string> kv;
+  const size_t at = text.find("RESULT ");
+  MG_CHECK(at != std::string::npos, "[bench_train_step] child ({}) printed no RESULT line: '{}'",
+           policy, text);
+  std::stringstream ss(text.substr(at + 7));
+  for (std::string item; ss >> item;) {
+    const size_t eq = item.find('=');
+    if (eq != std::string::npos) kv[item.substr(0, eq)] = item.substr(eq + 1);
+  }
+  return kv;
+}
+
+void print_checkpointing(const Options& o, const std::vector<std::map<std::string, std::string>>& runs) {
+  std::printf("\n## 2. Gradient checkpointing: seq %d, batch %d, %d threads, one child process "
+              "per policy (median of %d steps after 1 warm-up)\n\n",
+              o.ckpt_seq, o.ckpt_batch, o.ckpt_threads, o.ckpt_steps);
+  std::printf("| policy | step s | peak RSS | RSS before 1st step | peak - before | tape saved "
+              "at end of forward | grad hash |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+  for (const auto& kv : runs) {
+    const double peak = std::stod(kv.at("peak_rss")), before = std::stod(kv.at("rss_before"));
+    std::printf("| %s | %s | %s | %s | %s | %s | %s |\n", kv.at("policy").c_str(),
+                kv.at("step_s").c_str(), mg::format_bytes(peak).c_str(),
+                mg::format_bytes(before).c_str(), mg::format_bytes(peak - before).c_str(),
+                mg::format_bytes(std::stod(kv.at("saved_bytes"))).c_str(), kv.at("grad_hash").c_str());
+  }
+  const bool same_hash = runs.size() == 2 && runs[0].at("grad_hash") == runs[1].at("grad_hash");
+  std::printf("\ngradients identical across policies: %s (hash of every gradient's bits; grad "
+              "norms %s vs %s; losses %s vs %s)\n",
+              same_hash ? "yes" : "NO", runs[0].at("grad_norm").c_str(),
+              runs.back().at("grad_norm").c_str(), runs[0].at("loss").c_str(),
+              runs.back().at("loss").c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const Options o = parse_options(argc, argv);
+    if (o.child) return run_child(o);
+
+    std::printf("# bench_train_step on %s; load average at start: %s\n", cpu_model_name().c_str(),
+                load_average().c_str());
+    // Children first: this process must not have started OpenMP threads when it spawns.
+    std::vector<std::map<std::string, std::string>> ckpt_runs;
+    if (o.only != "throughput") {
+      for (const char* policy : {"none", "every_layer"}) {
+        std::fprintf(stderr, "[bench_train_step] checkpointing child: %s\n", policy);
+        ckpt_runs.push_back(spawn_child(o, policy));
+      }
+    }
+    if (o.only != "checkpointing") run_throughput(o);
+    if (!ckpt_runs.empty()) print_checkpointing(o, ckpt_runs);
+    std::printf("\nload average at end: %s\n", load_average().c_str());
+    const bool grads_match = ckpt_runs.empty() || ckpt_runs[0].at("grad_hash") == ckpt_runs[1].at("grad_hash");
+    return grads_match ? 0 : 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
+}
