@@ -9,8 +9,8 @@
 //          `steps` training steps at batch 1, `seq` tokens, gradient checkpointing every layer,
 //          AdamW over the adapters. Baseline, same run: one no-grad forward at the same
 //          length (so a step reads as a multiple of a forward).
-// Peak RSS is VmHWM; between the modes of --mode all it is reset through /proc/self/clear_refs
-// ("5"), so each mode's peak is its own.
+// Peak RSS is VmHWM; it is reset through /proc/self/clear_refs ("5") between the modes of
+// --mode all and before the qlora steps, so each phase's peak is its own.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -154,6 +154,8 @@ void run_qlora(const mg::ExperimentConfig& cfg, const Args& a) {
     fwd = since(t0);
     std::printf("baseline: no-grad forward %8.2f s   %s   (loss %.4f)\n", fwd, rss_line().c_str(), out.loss.item());
   }
+  const int64_t init_peak = mg::peak_rss_bytes();
+  reset_peak_rss();  // the step's own peak, apart from the init's
   for (int s = 0; s < a.steps; ++s) {
     t0 = Clock::now();
     mg::ForwardOptions opts;
@@ -176,13 +178,14 @@ void run_qlora(const mg::ExperimentConfig& cfg, const Args& a) {
               mg::format_bytes(b.nf4).c_str(), mg::format_bytes(b.fp32).c_str(),
               mg::format_bytes(b.adapters).c_str(), static_cast<long long>(optim.num_parameters()),
               mg::format_bytes(optim.state_bytes()).c_str());
-  std::printf("peak RSS    %s (target 4 GB = %s)\n", mg::format_bytes(mg::peak_rss_bytes()).c_str(),
-              mg::format_bytes(4e9).c_str());
+  std::printf("peak RSS    init+baseline %s, steps %s (target 4 GB = %s)\n", mg::format_bytes(init_peak).c_str(),
+              mg::format_bytes(mg::peak_rss_bytes()).c_str(), mg::format_bytes(4e9).c_str());
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // figures appear as they are measured, even into a file
   try {
     const Args a = parse(argc, argv);
     const mg::ExperimentConfig cfg = mg::load_config(a.config).config;

@@ -3,6 +3,7 @@
 // Eigen's own GEMM (1 thread: the project defines EIGEN_DONT_PARALLELIZE). Plain main, prints
 // a table:
 //   build-x/bench_sgemm [--reps N] [--quick] [--layout nt|nn|tn] [--clock wall|cpu]
+// --quick: 2 samples, skinny shapes only (a smoke run). --clock cpu: see Clock below.
 // Row-major C[M,N] = op(A) * op(B), counted as 2*M*N*K flops. The default layout "nt" is the
 // Linear forward y = x W^T with W stored [out, in] (design.md section 3): A = x [M,K],
 // B = W [N,K]. "nn" is the input gradient dx = dy W, "tn" the weight gradient dW = dy^T x.

@@ -3,17 +3,18 @@
 // N 16), fp32 weights, on random token ids (the data pipeline is not what is measured).
 //
 //   1. Throughput (seq 128, batch 4, 1 and 2 threads): median step time over --steps steps
-//      after one validated warm-up step, tokens/s, analytic FLOPs per token (flops_per_token
+//      after one validated warm-up step, tokens/s, analytic FLOPs per token (flop_model
 //      below), achieved GFLOP/s and MFU against the FMA peak measured in this same run, with
 //      the step split into its phases and a per-component forward/backward breakdown.
 //   2. Gradient checkpointing (seq 512, batch 2): policies none vs every_layer, each in its own
 //      child process (VmHWM is monotonic per process): peak RSS, step time, the bytes the tape
 //      keeps saved at the end of the forward, and a hash of every gradient (they must agree).
 //
-//   run from the repository root:  build-*/bench_train_step            (~2-3 min on 2 cores)
+//   run from the repository root:  build-*/bench_train_step   (~4 min at load 7 on 2 cores)
 //   flags: --steps N --threads 1,2 --seq S --batch B --ckpt-seq S --ckpt-batch B
 //          --ckpt-steps N --ckpt-threads T --only throughput|checkpointing --no-breakdown
-//          --config FILE;  internal: --child --checkpointing none|every_layer
+//          --config FILE --set key=value (repeatable; e.g. --set lora.enabled=true --set
+//          qlora.enabled=true: QLoRA, section 2 only);  internal: --child --checkpointing P
 //   The machine is shared: the load average is printed at the start and the end.
 #include <immintrin.h>
 #include <omp.h>
@@ -26,6 +27,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -51,6 +53,13 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
+// CPU time of every thread of this process: on an idle machine ~ threads * wall time; on a
+// loaded one the wall time also counts the waits for descheduled threads, this does not.
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -64,6 +73,7 @@ std::string load_average() {
   return a + " " + b + " " + c + " (1/5/15 min, on " + std::to_string(omp_get_num_procs()) +
          " CPUs)";
 }
+double load_1min() { return std::stod(load_average()); }
 std::string cpu_model_name() {
   std::ifstream f("/proc/cpuinfo");
   for (std::string line; std::getline(f, line);)
@@ -76,6 +86,7 @@ std::string cpu_model_name() {
 // ---------------------------------------------------------------------------------------------
 struct Options {
   std::string config = "experiments/presets/phase1.yaml";
+  std::vector<std::string> overrides;  // --set key=value (repeatable), as `magellan train`
   int steps = 5;                     // timed steps after the warm-up
   std::vector<int> threads = {1, 2};
   int seq = 128, batch = 4;
@@ -95,6 +106,13 @@ Options parse_options(int argc, char** argv) {
       throw mg::Error("[bench_train_step] " + key + " wants an integer, got '" + v + "'");
     }
   };
+  const std::map<std::string, int*> int_flags = {
+      {"--steps", &o.steps},         {"--seq", &o.seq},
+      {"--batch", &o.batch},         {"--ckpt-seq", &o.ckpt_seq},
+      {"--ckpt-batch", &o.ckpt_batch}, {"--ckpt-steps", &o.ckpt_steps},
+      {"--ckpt-threads", &o.ckpt_threads}};
+  const std::map<std::string, std::string*> string_flags = {
+      {"--config", &o.config}, {"--only", &o.only}, {"--checkpointing", &o.checkpointing}};
   for (int i = 1; i < argc; ++i) {
     const std::string key = argv[i];
     if (key == "--child") { o.child = true; continue; }
@@ -102,16 +120,9 @@ Options parse_options(int argc, char** argv) {
     MG_CHECK(i + 1 < argc, "[bench_train_step] {} needs a value (see the flags at the top of "
              "bench/bench_train_step.cpp)", key);
     const std::string v = argv[++i];
-    if (key == "--config") o.config = v;
-    else if (key == "--steps") o.steps = to_int(key, v);
-    else if (key == "--seq") o.seq = to_int(key, v);
-    else if (key == "--batch") o.batch = to_int(key, v);
-    else if (key == "--ckpt-seq") o.ckpt_seq = to_int(key, v);
-    else if (key == "--ckpt-batch") o.ckpt_batch = to_int(key, v);
-    else if (key == "--ckpt-steps") o.ckpt_steps = to_int(key, v);
-    else if (key == "--ckpt-threads") o.ckpt_threads = to_int(key, v);
-    else if (key == "--only") o.only = v;
-    else if (key == "--checkpointing") o.checkpointing = v;
+    if (int_flags.count(key)) *int_flags.at(key) = to_int(key, v);
+    else if (string_flags.count(key)) *string_flags.at(key) = v;
+    else if (key == "--set") o.overrides.push_back(v);
     else if (key == "--threads") {
       o.threads.clear();
       std::stringstream ss(v);
@@ -122,7 +133,8 @@ Options parse_options(int argc, char** argv) {
     }
   }
   MG_CHECK(o.steps >= 1 && o.ckpt_steps >= 1 && o.seq >= 1 && o.batch >= 1 && o.ckpt_seq >= 1 &&
-               o.ckpt_batch >= 1 && !o.threads.empty(),
+               o.ckpt_batch >= 1 && !o.threads.empty() &&
+               *std::min_element(o.threads.begin(), o.threads.end()) >= 1,
            "[bench_train_step] --steps, --ckpt-steps, --seq, --batch, --threads must be >= 1");
   MG_CHECK(o.checkpointing == "none" || o.checkpointing == "every_layer",
            "[bench_train_step] --checkpointing is none or every_layer, got '{}'", o.checkpointing);
@@ -158,18 +170,20 @@ __attribute__((noinline)) float fma_chains(int64_t iterations) {
   return s;
 }
 
-// Best GFLOP/s of `threads` OpenMP threads over `reps` short samples (~50 ms each: on a shared
-// machine some sample runs undisturbed).
+// Best GFLOP/s of `threads` OpenMP threads over `reps` short samples (~50 ms each), timed by
+// the process CPU time / threads: on a shared machine that is the rate the cores reach while
+// the loop runs, so the peak is not understated when other processes take turns on them.
 double fma_peak_gflops(int threads, int reps) {
   const int64_t iterations = 20'000'000;
   volatile float sink = 0;
   double best = 0;
   for (int r = 0; r <= reps; ++r) {  // r = 0 warms up (clock ramp, thread start)
     const auto t0 = Clock::now();
+    const double cpu0 = process_cpu_seconds();
     float sum = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : sum)
     sum += fma_chains(iterations);
-    const double s = seconds_since(t0);
+    const double s = std::min(seconds_since(t0), (process_cpu_seconds() - cpu0) / threads);
     sink = sink + sum;
     if (r > 0) best = std::max(best, threads * iterations * kFlopsPerIteration / s * 1e-9);
   }
@@ -194,6 +208,7 @@ struct FlopModel {
   double active_params = 0;     // per token, matmul/conv weights only
   double mamba_params = 0, moe_params = 0, head_params = 0;  // per layer / head
   double scan_flops = 0;        // per token, all Mamba layers, fwd + bwd
+  double total_params = 0;      // every parameter, all experts: checked against the model
   double per_token() const { return 6.0 * active_params + scan_flops; }
 };
 
@@ -207,6 +222,10 @@ FlopModel flop_model(const mg::ModelConfig& m) {
   f.active_params =
       m.n_mamba_layers() * f.mamba_params + m.n_moe_layers() * f.moe_params + f.head_params;
   f.scan_flops = m.n_mamba_layers() * 21.0 * D * N;
+  // + conv and dt_proj biases, A_log, D, the norms; all E experts; untied head.
+  f.total_params = V * C * (m.tie_embeddings ? 1 : 2) + C +
+                   m.n_mamba_layers() * (f.mamba_params + 3 * D + D * N + C) +
+                   m.n_moe_layers() * (f.moe_params + (E - k) * (f.moe_params - E * C) / k + C);
   return f;
 }
 
@@ -222,9 +241,11 @@ struct Setup {
 
 Setup make_setup(const Options& o, int seq, int batch) {
   Setup s;
-  s.cfg = mg::load_config(o.config).config;
+  s.cfg = mg::load_config(o.config, o.overrides).config;
   s.model = std::make_unique<mg::HybridLM>(s.cfg.model, mg::DType::F32);
   s.model->init(s.cfg.seed);
+  if (s.cfg.lora.enabled || s.cfg.qlora.enabled)  // NF4 bases and adapters, as the trainer
+    mg::apply_lora(*s.model, s.cfg.lora, s.cfg.qlora, s.cfg.seed);
   s.optim = std::make_unique<mg::Optimizer>(s.cfg.optimizer, mg::trainable_parameters(*s.model));
   // One fixed random batch: the same tokens every step, so the loss must fall (a check that
   // forward, backward and the optimizer compose), and both checkpointing children see it.
@@ -239,8 +260,12 @@ Setup make_setup(const Options& o, int seq, int batch) {
 
 struct StepResult {
   double forward_s = 0, backward_s = 0, optimizer_s = 0, total_s = 0;
+  double cpu_s = 0;        // process CPU time of the step, all threads
   double loss = 0, grad_norm = 0;
-  size_t saved_bytes = 0;  // tape's saved tensors at the end of the forward
+  // Tape::saved_bytes() at the end of the forward. It counts every saved tensor, so also the
+  // weights that Linear ops save by reference (no copy): read it with the RSS figures.
+  size_t saved_bytes = 0;
+  int64_t rss_after_forward = 0, rss_after_backward = 0;
   uint64_t grad_hash = 0;  // only when asked (it reads every gradient)
 };
 
@@ -264,14 +289,17 @@ uint64_t hash_gradients(const mg::Optimizer& optim) {
 StepResult train_step(Setup& s, mg::GradCheckpointing policy, bool hash) {
   StepResult r;
   mg::ForwardOptions fo{.training = true, .want_logits = false, .checkpointing = policy};
+  const double cpu0 = process_cpu_seconds();
   const auto t0 = Clock::now();
   mg::LmOutput out = s.model->forward(s.tokens, s.targets, fo);
   r.loss = out.loss.item();
   r.forward_s = seconds_since(t0);
   r.saved_bytes = mg::current_tape().saved_bytes();
+  r.rss_after_forward = mg::current_rss_bytes();
   const auto t1 = Clock::now();
   mg::current_tape().backward(out.loss);
   r.backward_s = seconds_since(t1);
+  r.rss_after_backward = mg::current_rss_bytes();
   const auto t2 = Clock::now();
   r.grad_norm = s.optim->grad_norm();
   const double norm_s = seconds_since(t2);
@@ -282,6 +310,7 @@ StepResult train_step(Setup& s, mg::GradCheckpointing policy, bool hash) {
   s.optim->zero_grad();
   r.optimizer_s = norm_s + seconds_since(t3);
   r.total_s = r.forward_s + r.backward_s + r.optimizer_s;
+  r.cpu_s = process_cpu_seconds() - cpu0;  // includes the hash when asked (children only)
   return r;
 }
 
@@ -380,95 +409,116 @@ std::vector<Part> component_breakdown(Setup& s) {
 // ---------------------------------------------------------------------------------------------
 // Section 1: throughput.
 // ---------------------------------------------------------------------------------------------
-int run_throughput(const Options& o) {
-  Setup s = make_setup(o, o.seq, o.batch);
-  const mg::ModelConfig& m = s.cfg.model;
+struct ThroughputRow {
+  int threads = 1;
+  double peak = 0, load = 0;                             // FMA GFLOP/s; 1-min load at the end
+  double median_s = 0, min_s = 0, cpu_s = 0, fwd = 0, bwd = 0, opt = 0;  // per step
+  double loss_first = 0, loss_last = 0;
+  std::vector<Part> parts;
+};
+
+ThroughputRow measure_throughput(const Options& o, int threads) {
+  mg::set_num_threads(threads);
+  ThroughputRow row;
+  row.threads = threads;
+  row.peak = fma_peak_gflops(threads, 5);
+  Setup s = make_setup(o, o.seq, o.batch);  // fresh weights: every thread count starts equal
+  std::fprintf(stderr, "[bench_train_step] %d thread(s): warm-up + %d steps\n", threads, o.steps);
+  const StepResult warm = train_step(s, mg::GradCheckpointing::None, false);
+  validate_first_step(warm, s.cfg.model, "throughput warm-up");
+  std::vector<double> total, cpu, fwd, bwd, opt;
+  row.loss_first = row.loss_last = warm.loss;
+  for (int i = 0; i < o.steps; ++i) {
+    const StepResult r = train_step(s, mg::GradCheckpointing::None, false);
+    MG_CHECK(std::isfinite(r.loss) && std::isfinite(r.grad_norm),
+             "[bench_train_step] step {}: non-finite loss {} or grad norm {}", i, r.loss, r.grad_norm);
+    total.push_back(r.total_s), cpu.push_back(r.cpu_s), fwd.push_back(r.forward_s);
+    bwd.push_back(r.backward_s), opt.push_back(r.optimizer_s);
+    row.loss_last = r.loss;
+  }
+  validate_loss_fell(row.loss_first, row.loss_last, "throughput");
+  row.median_s = median(total), row.min_s = *std::min_element(total.begin(), total.end());
+  row.cpu_s = median(cpu), row.fwd = median(fwd), row.bwd = median(bwd), row.opt = median(opt);
+  if (o.breakdown) row.parts = component_breakdown(s);
+  row.peak = std::max(row.peak, fma_peak_gflops(threads, 5));  // best of before / after
+  row.load = load_1min();
+  return row;
+}
+
+void run_throughput(const Options& o) {
+  const mg::ExperimentConfig cfg = mg::load_config(o.config, o.overrides).config;
+  const mg::ModelConfig& m = cfg.model;
+  MG_CHECK(!cfg.lora.enabled && !cfg.qlora.enabled, "[bench_train_step] the throughput FLOP "
+           "count assumes full fine-tuning; run (Q)LoRA configs with --only checkpointing");
   const FlopModel fm = flop_model(m);
+  const int64_t allocated = mg::HybridLM(m, mg::DType::F32, /*meta=*/true).num_parameters();
+  // The FLOP formula's architecture must be the one the code builds.
+  MG_CHECK(int64_t(fm.total_params) == allocated,
+           "[bench_train_step] flop_model counts {} parameters, the model allocates {}: update "
+           "flop_model to the model's architecture", int64_t(fm.total_params), allocated);
   const double tokens = double(o.seq) * o.batch;
   std::printf("\n## 1. Training step throughput: %s, seq %d, batch %d (%g tokens/step), fp32 "
-              "weights, AdamW %s state, %lld parameters\n",
+              "weights, AdamW %s state, %lld parameters (= flop_model's count)\n",
               o.config.c_str(), o.seq, o.batch, tokens,
-              std::string(mg::state_dtype_name(s.cfg.optimizer.state_dtype)).c_str(),
-              static_cast<long long>(s.model->num_parameters()));
+              std::string(mg::state_dtype_name(cfg.optimizer.state_dtype)).c_str(),
+              static_cast<long long>(allocated));
   std::printf("FLOPs/token = 6 * %.4gM active params (Mamba %.4gM x %d, MoE top-%d %.4gM x %d, "
               "tied head %.4gM) + scan %.4gM = %.1f MFLOP\n",
               fm.active_params / 1e6, fm.mamba_params / 1e6, m.n_mamba_layers(), m.top_k,
               fm.moe_params / 1e6, m.n_moe_layers(), fm.head_params / 1e6, fm.scan_flops / 1e6,
               fm.per_token() / 1e6);
+  std::vector<ThroughputRow> rows;
+  for (int threads : o.threads) rows.push_back(measure_throughput(o, threads));
 
-  struct Row {
-    int threads;
-    double peak, median_s, min_s, fwd, bwd, opt, loss_first, loss_last;
-    std::vector<Part> parts;
-  };
-  std::vector<Row> rows;
-  for (int threads : o.threads) {
-    mg::set_num_threads(threads);
-    Row row{threads, fma_peak_gflops(threads, 5)};
-    std::fprintf(stderr, "[bench_train_step] %d thread(s): warm-up + %d steps\n", threads, o.steps);
-    const StepResult warm = train_step(s, mg::GradCheckpointing::None, false);
-    validate_first_step(warm, m, "throughput warm-up");
-    std::vector<double> total, fwd, bwd, opt;
-    double last_loss = warm.loss;
-    for (int i = 0; i < o.steps; ++i) {
-      const StepResult r = train_step(s, mg::GradCheckpointing::None, false);
-      MG_CHECK(std::isfinite(r.loss) && std::isfinite(r.grad_norm),
-               "[bench_train_step] step {}: non-finite loss {} or grad norm {}", i, r.loss, r.grad_norm);
-      total.push_back(r.total_s), fwd.push_back(r.forward_s), bwd.push_back(r.backward_s),
-          opt.push_back(r.optimizer_s);
-      last_loss = r.loss;
-    }
-    validate_loss_fell(warm.loss, last_loss, "throughput");
-    row.median_s = median(total);
-    row.min_s = *std::min_element(total.begin(), total.end());
-    row.fwd = median(fwd), row.bwd = median(bwd), row.opt = median(opt);
-    row.loss_first = warm.loss, row.loss_last = last_loss;
-    if (o.breakdown) row.parts = component_breakdown(s);
-    row.peak = std::max(row.peak, fma_peak_gflops(threads, 5));  // best of before / after
-    rows.push_back(row);
+  std::printf("\n| threads | step s (median of %d) | min s | CPU s | forward s | backward s | "
+              "norm+AdamW s | tokens/s | GFLOP/s | FMA peak GFLOP/s | MFU | MFU by CPU time | "
+              "loss first -> last | load 1 min |\n|", o.steps);
+  for (int i = 0; i < 14; ++i) std::printf(" --- |");
+  for (const ThroughputRow& r : rows) {
+    const double flops = fm.per_token() * tokens, gflops = flops / r.median_s * 1e-9;
+    const double cpu_gflops = flops / (r.cpu_s / r.threads) * 1e-9;
+    std::printf("\n| %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.0f | %.1f | %.1f | %.1f%% | "
+                "%.1f%% | %.3f -> %.3f | %.2f |",
+                r.threads, r.median_s, r.min_s, r.cpu_s, r.fwd, r.bwd, r.opt, tokens / r.median_s,
+                gflops, r.peak, 100.0 * gflops / r.peak, 100.0 * cpu_gflops / r.peak, r.loss_first,
+                r.loss_last, r.load);
   }
-
-  std::printf("\n| threads | step s (median of %d) | min s | forward s | backward s | norm+AdamW s "
-              "| tokens/s | GFLOP/s | FMA peak GFLOP/s | MFU | loss first -> last |\n"
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
-              o.steps);
-  for (const Row& r : rows) {
-    const double gflops = fm.per_token() * tokens / r.median_s * 1e-9;
-    std::printf("| %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.0f | %.1f | %.1f | %.1f%% | %.3f -> "
-                "%.3f |\n",
-                r.threads, r.median_s, r.min_s, r.fwd, r.bwd, r.opt, tokens / r.median_s, gflops,
-                r.peak, 100.0 * gflops / r.peak, r.loss_first, r.loss_last);
+  std::printf("\n");
+  if (!o.breakdown) return;
+  std::printf("\nPer-component time (each block alone on its own tape, best of 2, times its "
+              "count), seconds per step:\n\n| component | count |");
+  for (const ThroughputRow& r : rows) std::printf(" %d thr fwd | %d thr bwd |", r.threads, r.threads);
+  std::printf("\n| --- | --- |");
+  for (size_t i = 0; i < rows.size(); ++i) std::printf(" --- | --- |");
+  for (size_t p = 0; p < rows.front().parts.size(); ++p) {
+    std::printf("\n| %s | %d |", rows.front().parts[p].name.c_str(), rows.front().parts[p].count);
+    for (const ThroughputRow& r : rows)
+      std::printf(" %.3f | %.3f |", r.parts[p].count * r.parts[p].forward_s,
+                  r.parts[p].count * r.parts[p].backward_s);
   }
-  if (o.breakdown) {
-    std::printf("\nPer-component time (each block alone on its own tape, best of 2, times its "
-                "count), seconds per step:\n\n| component | count |");
-    for (const Row& r : rows) std::printf(" %d thr fwd | %d thr bwd |", r.threads, r.threads);
-    std::printf("\n| --- | --- |");
-    for (size_t i = 0; i < rows.size(); ++i) std::printf(" --- | --- |");
-    std::printf("\n");
-    for (size_t p = 0; p < rows.front().parts.size(); ++p) {
-      std::printf("| %s | %d |", rows.front().parts[p].name.c_str(), rows.front().parts[p].count);
-      for (const Row& r : rows)
-        std::printf(" %.3f | %.3f |", r.parts[p].count * r.parts[p].forward_s,
-                    r.parts[p].count * r.parts[p].backward_s);
-      std::printf("\n");
-    }
-    std::printf("| sum of components | |");
-    for (const Row& r : rows) {
-      double f = 0, b = 0;
-      for (const Part& p : r.parts) f += p.count * p.forward_s, b += p.count * p.backward_s;
-      std::printf(" %.3f | %.3f |", f, b);
-    }
-    std::printf("\n| measured full step | |");
-    for (const Row& r : rows) std::printf(" %.3f | %.3f |", r.fwd, r.bwd);
-    std::printf("\n");
+  std::printf("\n| sum of components | |");
+  for (const ThroughputRow& r : rows) {
+    double f = 0, b = 0;
+    for (const Part& p : r.parts) f += p.count * p.forward_s, b += p.count * p.backward_s;
+    std::printf(" %.3f | %.3f |", f, b);
   }
-  return 0;
+  std::printf("\n| measured full step | |");
+  for (const ThroughputRow& r : rows) std::printf(" %.3f | %.3f |", r.fwd, r.bwd);
+  std::printf("\n");
 }
 
 // ---------------------------------------------------------------------------------------------
 // Section 2: gradient checkpointing, one child process per policy.
 // ---------------------------------------------------------------------------------------------
+// Resets VmHWM to the current RSS (Linux >= 4.0: "5" to /proc/self/clear_refs), so the peak
+// excludes the setup (QLoRA builds fp32 weights, then quantizes them). False if refused.
+bool reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  f.flush();
+  return bool(f);
+}
+
 // Child: one validated warm-up step (its gradients hashed), then --ckpt-steps timed steps;
 // prints one "RESULT key=value ..." line on stdout.
 int run_child(const Options& o) {
@@ -476,6 +526,7 @@ int run_child(const Options& o) {
   const auto policy = o.checkpointing == "none" ? mg::GradCheckpointing::None
                                                 : mg::GradCheckpointing::EveryLayer;
   Setup s = make_setup(o, o.ckpt_seq, o.ckpt_batch);
+  const bool peak_reset = reset_peak_rss();
   const int64_t rss_before = mg::current_rss_bytes();
   const StepResult first = train_step(s, policy, true);
   validate_first_step(first, s.cfg.model, o.checkpointing.c_str());
@@ -487,11 +538,15 @@ int run_child(const Options& o) {
     last_loss = r.loss;
   }
   validate_loss_fell(first.loss, last_loss, o.checkpointing.c_str());
-  std::printf("RESULT policy=%s step_s=%.4f saved_bytes=%zu rss_before=%lld peak_rss=%lld "
-              "loss=%.9g grad_norm=%.17g grad_hash=%016llx\n",
+  std::printf("RESULT policy=%s step_s=%.4f saved_bytes=%zu rss_before=%lld rss_fwd=%lld "
+              "rss_bwd=%lld peak_rss=%lld loss=%.9g grad_norm=%.17g grad_hash=%016llx "
+              "trainable=%lld peak_reset=%d\n",
               o.checkpointing.c_str(), median(times), first.saved_bytes,
-              static_cast<long long>(rss_before), static_cast<long long>(mg::peak_rss_bytes()),
-              first.loss, first.grad_norm, static_cast<unsigned long long>(first.grad_hash));
+              static_cast<long long>(rss_before), static_cast<long long>(first.rss_after_forward),
+              static_cast<long long>(first.rss_after_backward),
+              static_cast<long long>(mg::peak_rss_bytes()),
+              first.loss, first.grad_norm, static_cast<unsigned long long>(first.grad_hash),
+              static_cast<long long>(s.optim->num_parameters()), int(peak_reset));
   std::fflush(stdout);
   return 0;
 }
@@ -503,6 +558,7 @@ std::map<std::string, std::string> spawn_child(const Options& o, const std::stri
       "/proc/self/exe", "--child", "--checkpointing", policy, "--config", o.config,
       "--ckpt-seq", std::to_string(o.ckpt_seq), "--ckpt-batch", std::to_string(o.ckpt_batch),
       "--ckpt-steps", std::to_string(o.ckpt_steps), "--ckpt-threads", std::to_string(o.ckpt_threads)};
+  for (const std::string& ov : o.overrides) args.insert(args.end(), {"--set", ov});
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -539,19 +595,29 @@ std::map<std::string, std::string> spawn_child(const Options& o, const std::stri
   return kv;
 }
 
-void print_checkpointing(const Options& o, const std::vector<std::map<std::string, std::string>>& runs) {
-  std::printf("\n## 2. Gradient checkpointing: seq %d, batch %d, %d threads, one child process "
-              "per policy (median of %d steps after 1 warm-up)\n\n",
-              o.ckpt_seq, o.ckpt_batch, o.ckpt_threads, o.ckpt_steps);
-  std::printf("| policy | step s | peak RSS | RSS before 1st step | peak - before | tape saved "
-              "at end of forward | grad hash |\n| --- | --- | --- | --- | --- | --- | --- |\n");
+void print_checkpointing(const Options& o, const std::vector<std::map<std::string, std::string>>& runs,
+                         double load) {
+  std::string config = o.config;
+  for (const std::string& ov : o.overrides) config += " " + ov;
+  std::printf("\n## 2. Gradient checkpointing: %s (%s trainable parameters), seq %d, batch %d, %d "
+              "threads, one child process per policy (median of %d steps after 1 warm-up); 1-min "
+              "load after them %.2f\n\n",
+              config.c_str(), runs[0].at("trainable").c_str(), o.ckpt_seq, o.ckpt_batch,
+              o.ckpt_threads, o.ckpt_steps, load);
+  std::printf("| policy | step s | peak RSS | RSS before step 1 | after forward | after backward | "
+              "peak - before | Tape::saved_bytes() after forward | grad hash |\n"
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const auto& kv : runs) {
     const double peak = std::stod(kv.at("peak_rss")), before = std::stod(kv.at("rss_before"));
-    std::printf("| %s | %s | %s | %s | %s | %s | %s |\n", kv.at("policy").c_str(),
+    std::printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", kv.at("policy").c_str(),
                 kv.at("step_s").c_str(), mg::format_bytes(peak).c_str(),
-                mg::format_bytes(before).c_str(), mg::format_bytes(peak - before).c_str(),
+                mg::format_bytes(before).c_str(), mg::format_bytes(std::stod(kv.at("rss_fwd"))).c_str(),
+                mg::format_bytes(std::stod(kv.at("rss_bwd"))).c_str(),
+                mg::format_bytes(peak - before).c_str(),
                 mg::format_bytes(std::stod(kv.at("saved_bytes"))).c_str(), kv.at("grad_hash").c_str());
   }
+  if (runs[0].at("peak_reset") != "1")
+    std::printf("\n(/proc/self/clear_refs refused the VmHWM reset: the peak includes the setup)\n");
   const bool same_hash = runs.size() == 2 && runs[0].at("grad_hash") == runs[1].at("grad_hash");
   std::printf("\ngradients identical across policies: %s (hash of every gradient's bits; grad "
               "norms %s vs %s; losses %s vs %s)\n",
@@ -566,19 +632,22 @@ int main(int argc, char** argv) {
   try {
     const Options o = parse_options(argc, argv);
     if (o.child) return run_child(o);
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);  // tables and stderr progress interleave in order
 
     std::printf("# bench_train_step on %s; load average at start: %s\n", cpu_model_name().c_str(),
                 load_average().c_str());
     // Children first: this process must not have started OpenMP threads when it spawns.
     std::vector<std::map<std::string, std::string>> ckpt_runs;
+    double ckpt_load = 0;
     if (o.only != "throughput") {
       for (const char* policy : {"none", "every_layer"}) {
         std::fprintf(stderr, "[bench_train_step] checkpointing child: %s\n", policy);
         ckpt_runs.push_back(spawn_child(o, policy));
       }
+      ckpt_load = load_1min();
     }
     if (o.only != "checkpointing") run_throughput(o);
-    if (!ckpt_runs.empty()) print_checkpointing(o, ckpt_runs);
+    if (!ckpt_runs.empty()) print_checkpointing(o, ckpt_runs, ckpt_load);
     std::printf("\nload average at end: %s\n", load_average().c_str());
     const bool grads_match = ckpt_runs.empty() || ckpt_runs[0].at("grad_hash") == ckpt_runs[1].at("grad_hash");
     return grads_match ? 0 : 2;

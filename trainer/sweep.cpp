@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/file.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -415,6 +416,18 @@ SweepReport run_sweep(const SweepSpec& spec, const SweepOptions& opts) {
     else if (latest_complete_checkpoint(trials[i].run_dir + "/checkpoints")) plan[i] = Plan::Resume;
   }
   fs::create_directories(spec.sweep_dir);
+  // One sweep per folder at a time: a second one would launch the same unfinished trials
+  // into the same run dirs. flock is released when the process ends, however it ends.
+  const std::string lock_path = spec.sweep_dir + "/.sweep.lock";
+  const int lock_fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  MG_CHECK(lock_fd >= 0, "[sweep] cannot create {} ({}); check the folder's permissions", lock_path,
+           std::strerror(errno));
+  struct LockGuard {
+    int fd;
+    ~LockGuard() { close(fd); }
+  } lock_guard{lock_fd};
+  MG_CHECK(flock(lock_fd, LOCK_EX | LOCK_NB) == 0, "[sweep] another `magellan sweep` is running on {} (it holds "
+           "{}); wait for it, or stop it with Ctrl-C", spec.sweep_dir, lock_path);
 
   SweepReport rep;
   std::vector<size_t> queue;
@@ -466,8 +479,14 @@ SweepReport run_sweep(const SweepSpec& spec, const SweepOptions& opts) {
         argv.insert(argv.end(), trials[i].overrides.begin(), trials[i].overrides.end());
       }
       argv.insert(argv.end(), {fmt::format("threads={}", threads), "--quiet"});
-      running[launch(argv, trials[i].log_path)] = i;
       launched[i] = true;
+      try {
+        running[launch(argv, trials[i].log_path)] = i;
+      } catch (const Error& e) {  // this trial fails; the running ones are still waited for
+        results[i].status = "failed";
+        results[i].note = e.what();
+        ++done;
+      }
     }
     int wstatus = 0;
     const pid_t pid = waitpid(-1, &wstatus, WNOHANG);

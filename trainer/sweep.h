@@ -14,6 +14,9 @@
 //     lora.target_modules: [[in_proj], [in_proj, out_proj]]   # list values are fine
 //   objective: best_eval_loss          # | final_eval_loss | final_train_loss (minimized)
 //                                      # | final_eval_accuracy (maximized)
+// Overrides and grid values are command-line overrides of the child: paths in them (e.g. a
+// grid over qlora.base_checkpoint) resolve against the current directory, as on the command
+// line; paths inside the base YAML resolve against the base YAML, as always.
 //
 // Each trial runs `<executable> train BASE overrides... grid... run_dir=DIR experiment=NAME
 // threads=T --quiet` (or `train --resume DIR threads=T training.steps=S --quiet` for a trial

@@ -381,6 +381,57 @@ TEST(CliE2E, SweepRunsGridThenSkipsFinished) {
   const std::string csv2 = read_text(dir / "summary.csv");
   EXPECT_EQ(std::count(csv2.begin(), csv2.end(), '\n'), 5) << csv2;
   EXPECT_EQ(csv2.substr(0, csv2.find('\n')), csv.substr(0, csv.find('\n')));
+
+  // An interrupted trial (as if killed after its step-5 checkpoint) is resumed, not restarted.
+  fs::remove(dir / "trial_002" / "summary.yaml");
+  fs::remove(dir / "trial_002" / "checkpoints" / "step_00000010.h5");
+  Result third = magellan(tmp.path, {"sweep", "sweep.yaml", "--jobs", "2"});
+  ASSERT_EQ(third.rc, 0) << third.show();
+  EXPECT_NE(third.out.find("3 skipped (finished), 1 to resume, 0 new"), std::string::npos) << third.show();
+  const std::string log = read_text(dir / "trial_002.log");
+  EXPECT_NE(log.find("train --resume"), std::string::npos) << log;
+  EXPECT_EQ(read_key_values(dir / "trial_002" / "summary.yaml")["final_step"], "10") << log;
+  EXPECT_NE(read_text(dir / "trial_002" / "train.log").find("resumed from runs/e2e_sweep/trial_002/checkpoints/step_00000005.h5"),
+            std::string::npos) << read_text(dir / "trial_002" / "train.log");
+}
+
+// Ctrl-C: the sweep forwards SIGINT to the running trials (each checkpoints and stops),
+// launches nothing more, and exits 130.
+TEST(CliE2E, SweepCtrlCStopsTrialsWithCheckpoints) {
+  REQUIRE_BINARY();
+  TempDir tmp;
+  write_text(tmp.path / "tiny.yaml", tiny_yaml(1000000));
+  write_text(tmp.path / "sweep.yaml", "sweep: long\nbase: tiny.yaml\noverrides: [\"eval.every=0\"]\n"
+                                      "grid:\n  optimizer.lr: [1.0e-3, 2.0e-3, 3.0e-3]\n");
+  const fs::path dir = tmp.path / "runs" / "long";
+  const pid_t pid = spawn({kBinary, "sweep", "sweep.yaml", "--jobs", "2"}, tmp.path, tmp.path / "sweep.out",
+                          tmp.path / "sweep.err");
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while ((step_checkpoints(dir / "trial_000" / "checkpoints").empty() ||
+          step_checkpoints(dir / "trial_001" / "checkpoints").empty()) &&
+         std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  kill(pid, SIGINT);
+  int status = 0;
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (waitpid(pid, &status, WNOHANG) == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (std::chrono::steady_clock::now() >= deadline) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    FAIL() << "the sweep did not exit within 60 s of SIGINT\n" << read_text(tmp.path / "sweep.err");
+  }
+  const std::string said = read_text(tmp.path / "sweep.out") + read_text(tmp.path / "sweep.err");
+  EXPECT_EQ(exit_code(status), 130) << said;
+  for (const char* trial : {"trial_000", "trial_001"}) {
+    const auto sum = read_key_values(dir / trial / "summary.yaml");
+    EXPECT_EQ(sum.count("status") ? sum.at("status") : "", "stopped") << trial << "\n" << said;
+    EXPECT_FALSE(step_checkpoints(dir / trial / "checkpoints").empty()) << trial;
+  }
+  EXPECT_FALSE(fs::exists(dir / "trial_002")) << "a trial was launched after Ctrl-C\n" << said;
+  const std::string csv = read_text(dir / "summary.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 4) << csv;
+  EXPECT_NE(csv.find("trial_002,3.0e-3,missing"), std::string::npos) << csv;
 }
 
 // 5. Mistakes a user makes: each exits non-zero and names what was wrong and where.
