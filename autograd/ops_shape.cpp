@@ -115,7 +115,7 @@ Tensor concat_last(const std::vector<Tensor>& xs) {
 Tensor transpose(const Tensor& x) {
   check_float(x, "transpose");
   MG_CHECK(x.ndim() >= 2, "[transpose] needs >= 2-d input, got {}", x.describe());
-  const int64_t R = x.dim(-2), S = x.dim(-1), nb = x.numel() / (R * S ? R * S : 1);
+  const int64_t R = x.dim(-2), S = x.dim(-1), nb = R * S > 0 ? x.numel() / (R * S) : 0;
   Shape shape = x.shape();
   std::swap(shape[shape.size() - 1], shape[shape.size() - 2]);
   Tensor out = Tensor::empty(shape, x.dtype());

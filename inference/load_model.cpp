@@ -18,7 +18,7 @@ std::string resolve_checkpoint_path(const std::string& p) {
     MG_CHECK(fs::exists(p), "[load] {}: no such file or directory", p);
     return p;
   }
-  for (const std::string dir : {p + "/checkpoints", p}) {
+  for (const std::string& dir : {p + "/checkpoints", p}) {
     if (!fs::is_directory(dir)) continue;
     if (auto c = latest_complete_checkpoint(dir)) return c->path;
   }
