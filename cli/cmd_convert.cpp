@@ -34,13 +34,6 @@ void write_converted(const std::string& out, HybridLM& model, const ExperimentCo
   });
 }
 
-po::variables_map parse(const Args& args, po::options_description& desc) {
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
-  po::notify(vm);
-  return vm;
-}
-
 }  // namespace
 
 int cmd_quantize(const Args& args) {
@@ -52,7 +45,7 @@ int cmd_quantize(const Args& args) {
   std::string in, out;
   desc.add_options()("help,h", "show this help")("checkpoint,c", po::value(&in), "float32 checkpoint (or run dir)")(
       "output,o", po::value(&out), "NF4 checkpoint to write")("quiet,q", "no progress line");
-  po::variables_map vm = parse(args, desc);
+  po::variables_map vm = parse_args(args, desc);
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return 0;
@@ -112,7 +105,7 @@ int cmd_merge_lora(const Args& args) {
   desc.add_options()("help,h", "show this help")("checkpoint,c", po::value(&in), "checkpoint with adapters (or run dir)")(
       "adapter", po::value(&adapter), "an adapter checkpoint to apply on --checkpoint first")(
       "output,o", po::value(&out), "merged checkpoint to write")("nf4", "re-quantize merged weights to NF4");
-  po::variables_map vm = parse(args, desc);
+  po::variables_map vm = parse_args(args, desc);
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return 0;

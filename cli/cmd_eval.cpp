@@ -29,9 +29,7 @@ int cmd_eval(const Args& args) {
       "batches", po::value(&batches), "validation batches (default: the config's eval.batches; -1 = all)")(
       "batch-size", po::value(&batch_size), "rows per batch (default: training.batch_size)")(
       "threads", po::value(&threads), "threads (default: all cores)");
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
-  po::notify(vm);
+  po::variables_map vm = parse_args(args, desc);
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return 0;

@@ -37,9 +37,7 @@ int cmd_generate(const Args& args) {
       "repeat-penalty", po::value(&s.repeat_penalty)->default_value(1.0), "penalize recent tokens (1 = off)")(
       "repeat-last-n", po::value(&s.repeat_last_n)->default_value(64), "how many recent tokens the penalty sees")(
       "seed", po::value(&s.seed)->default_value(1), "sampling seed")("threads", po::value(&threads), "threads");
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
-  po::notify(vm);
+  po::variables_map vm = parse_args(args, desc);
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return 0;

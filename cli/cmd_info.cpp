@@ -39,15 +39,7 @@ int cmd_info(const Args& args) {
       "for float32 weights, NF4 + LoRA (QLoRA) weights, and one training step.\n\noptions");
   desc.add_options()("help,h", "show this help");
   std::vector<std::string> positional;
-  po::options_description hidden;
-  hidden.add_options()("args", po::value(&positional));
-  po::positional_options_description pos;
-  pos.add("args", -1);
-  po::options_description all;
-  all.add(desc).add(hidden);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  po::notify(vm);
+  po::variables_map vm = parse_args(args, desc, &positional);
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return 0;

@@ -33,15 +33,7 @@ int cmd_tokenizer(const Args& args) {
       "output,o", po::value(&out), "where to write tokenizer.json")(
       "special", po::value(&specials)->multitoken(), "special tokens (default <|endoftext|>)");
   std::vector<std::string> positional;
-  po::options_description hidden;
-  hidden.add_options()("args", po::value(&positional));
-  po::positional_options_description pos;
-  pos.add("args", -1);
-  po::options_description all;
-  all.add(desc).add(hidden);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  po::notify(vm);
+  po::variables_map vm = parse_args(args, desc, &positional);
   if (vm.count("help") || positional.empty()) {
     std::cout << desc << "\n";
     return positional.empty() && !vm.count("help") ? 2 : 0;
@@ -82,15 +74,7 @@ int cmd_tokenize(const Args& args) {
       "cache-dir", po::value(&cache_dir)->default_value(".cache/tokens"), "where caches live")(
       "quiet,q", "no progress line");
   std::vector<std::string> positional;
-  po::options_description hidden;
-  hidden.add_options()("args", po::value(&positional));
-  po::positional_options_description pos;
-  pos.add("args", -1);
-  po::options_description all;
-  all.add(desc).add(hidden);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  po::notify(vm);
+  po::variables_map vm = parse_args(args, desc, &positional);
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return 0;

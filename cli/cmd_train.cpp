@@ -59,16 +59,8 @@ int cmd_train(const Args& args) {
       "resume", po::value(&resume), "continue RUN_DIR from its latest complete checkpoint (bit-exact)")(
       "quiet,q", "no progress line or console log (train.log is still written)")(
       "stop-after", po::value(&stop_after), "stop with a checkpoint after this many steps (time-boxed runs)");
-  po::options_description hidden;
   std::vector<std::string> positional;
-  hidden.add_options()("args", po::value(&positional));
-  po::positional_options_description pos;
-  pos.add("args", -1);
-  po::options_description all;
-  all.add(desc).add(hidden);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  po::notify(vm);
+  po::variables_map vm = parse_args(args, desc, &positional);
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return 0;
@@ -107,15 +99,7 @@ int cmd_demo(const Args& args) {
   desc.add_options()("help,h", "show this help")("quiet,q", "no progress line or console log")(
       "print-config", "print the demo's YAML and exit");
   std::vector<std::string> overrides;
-  po::options_description hidden;
-  hidden.add_options()("args", po::value(&overrides));
-  po::positional_options_description pos;
-  pos.add("args", -1);
-  po::options_description all;
-  all.add(desc).add(hidden);
-  po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  po::notify(vm);
+  po::variables_map vm = parse_args(args, desc, &overrides);
   if (vm.count("help")) {
     std::cout << desc << "\n";
     return 0;

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/program_options.hpp>
+
 namespace mg::cli {
 
 using Args = std::vector<std::string>;  // the arguments after the subcommand name
@@ -21,6 +23,11 @@ int cmd_tokenize(const Args& args);
 int cmd_sweep(const Args& args);
 
 // Shared helpers.
+// Parses `args` against `desc`. With `positional`, every non-option argument is collected
+// there (config paths, key=value overrides, files); without it they are errors.
+boost::program_options::variables_map parse_args(const Args& args,
+                                                 const boost::program_options::options_description& desc,
+                                                 std::vector<std::string>* positional = nullptr);
 std::string quote_arg(const std::string& s);  // shell-quoted when needed, for printed commands
 // The program name as invoked (argv[0]), for the commands printed after a run.
 const std::string& program_name();

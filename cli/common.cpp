@@ -11,6 +11,25 @@ std::string& prog() {
 }
 }  // namespace
 
+namespace po = boost::program_options;
+
+po::variables_map parse_args(const Args& args, const po::options_description& desc,
+                             std::vector<std::string>* positional) {
+  po::options_description all;
+  all.add(desc);
+  po::positional_options_description pos;
+  po::options_description hidden;
+  if (positional) {
+    hidden.add_options()("args", po::value(positional));
+    all.add(hidden);
+    pos.add("args", -1);
+  }
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+  po::notify(vm);
+  return vm;
+}
+
 const std::string& program_name() { return prog(); }
 void set_program_name(const std::string& argv0) { prog() = argv0; }
 
