@@ -17,6 +17,8 @@
 //          qlora.enabled=true: QLoRA, section 2 only);  internal: --child --checkpointing P
 //   The machine is shared: the load average is printed at the start and the end.
 #include <immintrin.h>
+
+#include "bench/fma_chains.h"
 #include <omp.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -143,32 +145,11 @@ Options parse_options(int argc, char** argv) {
   return o;
 }
 
-// ---------------------------------------------------------------------------------------------
-// FMA peak: a tight loop of independent 8-wide FMAs. Zen / Haswell-class cores issue 2 FMAs
-// per cycle with a 4-5 cycle latency, so >= 10 independent chains keep both pipes full
-// (Agner Fog, "Instruction tables"); 12 chains plus 2 constants fit in the 16 ymm registers.
-// Same loop as bench_sgemm.cpp, so the two MFU figures are against the same peak.
-// ---------------------------------------------------------------------------------------------
-constexpr int kFmaChains = 12;
-constexpr double kFlopsPerIteration = kFmaChains * 8 * 2;  // 8 lanes, multiply + add
-
-__attribute__((noinline)) float fma_chains(int64_t iterations) {
-  const __m256 scale = _mm256_set1_ps(0.999999f);  // acc stays near its start: no overflow
-  const __m256 bias = _mm256_set1_ps(1e-6f);
-  __m256 acc[kFmaChains];
-  for (int j = 0; j < kFmaChains; ++j) acc[j] = _mm256_set1_ps(1.0f + 0.01f * j);
-  for (int64_t i = 0; i < iterations; ++i) {
-#pragma GCC unroll 12
-    for (int j = 0; j < kFmaChains; ++j) acc[j] = _mm256_fmadd_ps(acc[j], scale, bias);
-  }
-  __m256 total = acc[0];
-  for (int j = 1; j < kFmaChains; ++j) total = _mm256_add_ps(total, acc[j]);
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, total);
-  float s = 0;
-  for (float x : lanes) s += x;
-  return s;
-}
+// FMA peak: the kernel bench_sgemm and bench_train_step share (bench/fma_chains.h), so their
+// fractions of peak are against the same loop.
+using mg::bench::fma_chains;
+using mg::bench::kFlopsPerIteration;
+using mg::bench::kFmaChains;
 
 // Best GFLOP/s of `threads` OpenMP threads over `reps` short samples (~50 ms each), timed by
 // the process CPU time / threads: on a shared machine that is the rate the cores reach while
