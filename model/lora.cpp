@@ -22,8 +22,8 @@ void check_target_patterns(const LoraConfig& lora, const std::vector<std::string
                                  [&](const std::string& n) { return pattern_matches(pat, n); });
     if (hit) continue;
     const std::string why = pattern_matches(pat, "lm_head")
-                                ? " (lm_head cannot take an adapter: HybridLM computes the head outside "
-                                  "Linear::forward; list 'lm_head.weight' in lora.trainable to train it)"
+                                ? " (lm_head takes no adapter: the head stays full precision, as bitsandbytes "
+                                  "keeps it; list 'lm_head.weight' in lora.trainable to train it)"
                                 : "";
     throw Error(fmt::format("[lora] lora.target_modules pattern '{}' matches no linear layer{}; layers are "
                             "named like: {}",

@@ -9,10 +9,10 @@
 // for trainable. Every pattern is checked before the model is touched, so a bad config
 // leaves the model as it was.
 //
-// lm_head (untied models only) stays float32 under QLoRA and cannot take an adapter:
-// HybridLM computes the head as ops::linear(h, head_weight()), not through Linear::forward,
-// so an NF4 base or an adapter there would be ignored or fail. Keeping the head in full
-// precision is also bitsandbytes' default (llm_int8_skip_modules = ["lm_head"]).
+// lm_head (untied models only) stays float32 under QLoRA and takes no adapter, by policy:
+// keeping the head in full precision is bitsandbytes' default (llm_int8_skip_modules =
+// ["lm_head"]). HybridLM runs the untied head through Linear::forward, so lifting this policy
+// needs no change there.
 #include <string>
 #include <string_view>
 #include <utility>
