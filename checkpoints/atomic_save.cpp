@@ -57,30 +57,21 @@ bool last_number(const std::string& name, int64_t* out) {
 
 }  // namespace
 
-void atomic_save(const std::string& final_path, const std::function<void(H5File&)>& write_fn) {
+void atomic_write(const std::string& final_path, const std::function<void(const std::string&)>& write_fn) {
   const std::string temp = fmt::format("{}.tmp.{}", final_path, ::getpid());
   auto remove_temp = [&] {
     std::error_code ec;
     fs::remove(temp, ec);
   };
   try {
-    {
-      H5File file = H5File::create(temp);
-      write_fn(file);
-      MG_CHECK(file.is_open(), "[checkpoint] write_fn closed the file; leave closing to "
-                               "atomic_save");
-      file.set_int_attr("/", kCompleteAttr, 1);  // last: marks everything above as written
-      file.close();                              // throws if HDF5 could not write (disk full)
-    }
+    write_fn(temp);
     if (int err = fsync_path(temp, false))
-      throw Error(fmt::format("[checkpoint] fsync of {} failed: {}", temp, std::strerror(err)));
+      throw Error(fmt::format("fsync of {} failed: {}", temp, std::strerror(err)));
     if (::rename(temp.c_str(), final_path.c_str()) != 0)
-      throw Error(fmt::format("[checkpoint] rename {} -> {} failed: {}", temp, final_path,
-                              std::strerror(errno)));
+      throw Error(fmt::format("rename {} -> {} failed: {}", temp, final_path, std::strerror(errno)));
   } catch (const std::exception& e) {
-    remove_temp();  // the H5File above is already closed by its destructor
-    throw Error(fmt::format("[checkpoint] saving {} failed; the previous file there (if any) is "
-                            "untouched: {}",
+    remove_temp();  // write_fn has closed the file (its handles are gone with its scope)
+    throw Error(fmt::format("[save] writing {} failed; the previous file there (if any) is untouched: {}",
                             final_path, e.what()));
   } catch (...) {
     remove_temp();
@@ -90,9 +81,19 @@ void atomic_save(const std::string& final_path, const std::function<void(H5File&
   // fsync on directories: the file itself is complete, so warn rather than fail the run.
   fs::path dir = fs::path(final_path).parent_path();
   if (int err = fsync_path(dir.empty() ? "." : dir.string(), true))
-    spdlog::warn("[checkpoint] saved {}, but fsync of its directory failed ({}); it may be lost "
-                 "if the machine loses power now",
+    spdlog::warn("[save] wrote {}, but fsync of its directory failed ({}); it may be lost if the machine "
+                 "loses power now",
                  final_path, std::strerror(err));
+}
+
+void atomic_save(const std::string& final_path, const std::function<void(H5File&)>& write_fn) {
+  atomic_write(final_path, [&](const std::string& temp) {
+    H5File file = H5File::create(temp);
+    write_fn(file);
+    MG_CHECK(file.is_open(), "[checkpoint] write_fn closed the file; leave closing to atomic_save");
+    file.set_int_attr("/", kCompleteAttr, 1);  // last: marks everything above as written
+    file.close();                              // throws if HDF5 could not write (disk full)
+  });
 }
 
 std::string checkpoint_filename(int64_t step) { return fmt::format("step_{:08d}.h5", step); }

@@ -32,6 +32,11 @@ inline constexpr const char* kCompleteAttr = "complete";
 // the cause is thrown. write_fn must not keep the H5File.
 void atomic_save(const std::string& final_path, const std::function<void(H5File&)>& write_fn);
 
+// The same recipe for any file: write_fn(temp_path) writes (and closes) the temp file; then
+// fsync, rename over `final_path`, fsync the directory. On any error the temp file is removed,
+// `final_path` is untouched and mg::Error names it and the cause.
+void atomic_write(const std::string& final_path, const std::function<void(const std::string& temp_path)>& write_fn);
+
 // "step_00001000.h5": zero-padded to 8 digits so a directory listing sorts by step too.
 std::string checkpoint_filename(int64_t step);
 

@@ -26,7 +26,9 @@ void write_nf4(H5File& f, const std::string& group, const NF4Weight& q) {
   f.set_int_attr(group, "absmax_blocksize", kAbsmaxBlockSize);
 }
 
-std::shared_ptr<NF4Weight> read_nf4(const H5File& f, const std::string& group) {
+}  // namespace
+
+std::shared_ptr<NF4Weight> read_nf4_weight(const H5File& f, const std::string& group) {
   auto q = std::make_shared<NF4Weight>();
   q->rows = f.int_attr(group, "rows");
   q->cols = f.int_attr(group, "cols");
@@ -37,8 +39,6 @@ std::shared_ptr<NF4Weight> read_nf4(const H5File& f, const std::string& group) {
   nf4_validate(*q, (f.path() + ":" + group).c_str());
   return q;
 }
-
-}  // namespace
 
 void write_model(H5File& f, HybridLM& model, ModelSaveMode mode) {
   // Which parameters belong to adapters or NF4 bases is decided per Linear.
@@ -84,7 +84,8 @@ ModelLoadReport read_model(const H5File& f, HybridLM& model, bool require_all) {
       auto it = linears.find(module);
       MG_CHECK(it != linears.end(), "[checkpoint] {}: /quantized/{} is not a linear layer of this model "
                "(does the config match the checkpoint's?)", f.path(), wname);
-      it->second->set_quantized(read_nf4(f, "/quantized/" + wname));
+      if (it->second->weights_released()) continue;  // streamed from an expert store instead
+      it->second->set_quantized(read_nf4_weight(f, "/quantized/" + wname));
       ++rep.quantized;
     }
   }

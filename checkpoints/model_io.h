@@ -36,4 +36,7 @@ struct ModelLoadReport {
 // `require_all`: every float parameter that is not NF4-quantized must be present in /model.
 ModelLoadReport read_model(const H5File& f, HybridLM& model, bool require_all);
 
+// One NF4 weight stored at `group` ("/quantized/<name>.weight"), size-checked.
+std::shared_ptr<NF4Weight> read_nf4_weight(const H5File& f, const std::string& group);
+
 }  // namespace mg

@@ -6,6 +6,7 @@
 
 #include "autograd/blas.h"
 #include "cli/commands.h"
+#include "cli/stream_flags.h"
 #include "data/dataset.h"
 #include "data/tokenizer.h"
 #include "inference/load_model.h"
@@ -29,6 +30,8 @@ int cmd_eval(const Args& args) {
       "batches", po::value(&batches), "validation batches (default: the config's eval.batches; -1 = all)")(
       "batch-size", po::value(&batch_size), "rows per batch (default: training.batch_size)")(
       "threads", po::value(&threads), "threads (default: all cores)");
+  StreamFlags stream;
+  add_stream_options(desc, stream);
   po::variables_map vm = parse_args(args, desc);
   if (vm.count("help")) {
     std::cout << desc << "\n";
@@ -37,7 +40,8 @@ int cmd_eval(const Args& args) {
   MG_CHECK(run.empty() != ckpt.empty(), "[eval] give exactly one of --run RUN_DIR or --checkpoint FILE");
   set_num_threads(threads);
   LoadedModel lm = load_model_from_checkpoint(run.empty() ? ckpt : run,
-                                              adapter.empty() ? std::nullopt : std::optional<std::string>(adapter));
+                                              adapter.empty() ? std::nullopt : std::optional<std::string>(adapter),
+                                              stream_request(vm, stream));
   ExperimentConfig& cfg = lm.config;
   DatasetOptions o;
   o.source = cfg.data.source == DataSource::Synthetic ? "synthetic" : cfg.data.source == DataSource::Text ? "text" : "jsonl";
@@ -63,6 +67,7 @@ int cmd_eval(const Args& args) {
   std::printf("eval: %lld tokens  loss %.4f  perplexity %.3f", static_cast<long long>(r.tokens), r.loss, r.ppl);
   if (r.accuracy >= 0) std::printf("  task accuracy %.2f%%", 100.0 * r.accuracy);
   std::printf("\n");
+  if (lm.experts) print_stream_report(lm);
   return 0;
 }
 

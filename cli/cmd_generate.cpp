@@ -9,6 +9,7 @@
 
 #include "autograd/blas.h"
 #include "cli/commands.h"
+#include "cli/stream_flags.h"
 #include "data/tokenizer.h"
 #include "inference/generate.h"
 #include "inference/load_model.h"
@@ -37,6 +38,8 @@ int cmd_generate(const Args& args) {
       "repeat-penalty", po::value(&s.repeat_penalty)->default_value(1.0), "penalize recent tokens (1 = off)")(
       "repeat-last-n", po::value(&s.repeat_last_n)->default_value(64), "how many recent tokens the penalty sees")(
       "seed", po::value(&s.seed)->default_value(1), "sampling seed")("threads", po::value(&threads), "threads");
+  StreamFlags stream;
+  add_stream_options(desc, stream);
   po::variables_map vm = parse_args(args, desc);
   if (vm.count("help")) {
     std::cout << desc << "\n";
@@ -46,7 +49,8 @@ int cmd_generate(const Args& args) {
   MG_CHECK(n >= 0, "[generate] -n must be >= 0");
   set_num_threads(threads);
   LoadedModel lm = load_model_from_checkpoint(run.empty() ? ckpt : run,
-                                              adapter.empty() ? std::nullopt : std::optional<std::string>(adapter));
+                                              adapter.empty() ? std::nullopt : std::optional<std::string>(adapter),
+                                              stream_request(vm, stream));
   if (!prompt_file.empty()) {
     std::ifstream in(prompt_file);
     MG_CHECK(in, "[generate] cannot read prompt file {}", prompt_file);
@@ -82,6 +86,7 @@ int cmd_generate(const Args& args) {
   std::fprintf(stderr, "\n[%zu prompt tokens in %.2f s; %zu generated in %.2f s = %.1f tokens/s%s]\n", ids.size(),
                r.prompt_s, r.tokens.size(), r.generate_s, r.generate_s > 0 ? r.tokens.size() / r.generate_s : 0.0,
                r.stopped_at_eos ? "; stopped at end-of-text" : "");
+  print_stream_report(lm);
   return 0;
 }
 

@@ -26,6 +26,7 @@ const std::map<std::string, Command>& commands() {
       {"generate", {mg::cli::cmd_generate, "generate text (or token ids) from a checkpoint, recurrently"}},
       {"info", {mg::cli::cmd_info, "parameter counts by component and memory for a config"}},
       {"quantize", {mg::cli::cmd_quantize, "turn a float32 checkpoint into an NF4 (QLoRA base) checkpoint"}},
+      {"export-experts", {mg::cli::cmd_export_experts, "write a checkpoint's MoE experts to a store for --stream-experts"}},
       {"merge-lora", {mg::cli::cmd_merge_lora, "merge a LoRA adapter into its base weights"}},
       {"tokenizer", {mg::cli::cmd_tokenizer, "tokenizer tools: `tokenizer train` a BPE vocabulary"}},
       {"tokenize", {mg::cli::cmd_tokenize, "tokenize text files into a token cache"}},
@@ -37,7 +38,7 @@ const std::map<std::string, Command>& commands() {
 void usage(std::FILE* out) {
   std::fprintf(out, "magellan %s: a training-first harness for hybrid Mamba + MoE language models\n\n", MAGELLAN_VERSION);
   std::fprintf(out, "usage: magellan <command> [options]   (magellan <command> --help for its flags)\n\n");
-  for (const auto& [name, cmd] : commands()) std::fprintf(out, "  %-11s %s\n", name.c_str(), cmd.help);
+  for (const auto& [name, cmd] : commands()) std::fprintf(out, "  %-14s %s\n", name.c_str(), cmd.help);
   std::fprintf(out, "\nStart with: magellan demo\n");
 }
 

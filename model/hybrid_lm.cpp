@@ -132,13 +132,30 @@ Tensor HybridLM::decode_step(const Tensor& tokens, DecodeState& state) const {
   const int64_t B = tokens.dim(0), C = cfg_.d_model;
   if (state.mamba.size() != layers.size()) state.mamba.resize(layers.size());
   Tensor x = embedding.forward(tokens.view({B, 1}));  // (B,1,C)
+  // Prefetch guess for the first MoE layer at or after `from`, from x as it is now: made at
+  // the start and after each MoE layer, so each MoE layer is guessed once per token.
+  auto guess_next_moe = [&](size_t from) {
+    if (!expert_source_ || !expert_source_->wants_prefetch()) return;
+    size_t j = from;
+    while (j < layers.size() && !layers[j]->moe) ++j;
+    if (j < layers.size())
+      expert_source_->prefetch(static_cast<int>(j), layers[j]->moe->route(layers[j]->norm.forward(x)));
+  };
+  guess_next_moe(0);
   for (size_t i = 0; i < layers.size(); ++i) {
     const HybridLayer& layer = *layers[i];
     Tensor hn = layer.norm.forward(x);
     x = ops::add(x, layer.mamba ? layer.mamba->step(hn, state.mamba[i]) : layer.moe->forward(hn).out);
+    if (layer.moe) guess_next_moe(i + 1);
   }
   Tensor h = ops::reshape(norm_f.forward(x), {B, C});
   return lm_head ? lm_head->forward(h) : ops::linear(h, embedding.weight);  // (B, V)
+}
+
+void HybridLM::stream_experts(ExpertSource* source) {
+  expert_source_ = source;
+  for (size_t i = 0; i < layers.size(); ++i)
+    if (layers[i]->moe) layers[i]->moe->stream_experts(source, static_cast<int>(i));
 }
 
 void visit_linears(HybridLM& model, const std::function<void(const std::string&, Linear&)>& fn) {

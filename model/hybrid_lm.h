@@ -60,7 +60,15 @@ class HybridLM : public Module {
     std::vector<MambaState> mamba;  // indexed by layer (unused for MoE layers)
   };
   // One token per sequence: tokens I32 (B) -> logits (B, V). O(1) in the sequence length.
+  // With streamed experts whose source wants prefetch, each MoE layer's experts are guessed
+  // as early as possible: its router applied to the residual stream before the layers in
+  // between have run (they change it little), so reads overlap with their compute.
   Tensor decode_step(const Tensor& tokens, DecodeState& state) const;
+
+  // Inference with expert streaming (model/expert_source.h): every MoE layer takes its
+  // experts from `source` and its resident expert weights are freed. Call before loading a
+  // checkpoint to never allocate them (read_model skips the freed, meta, weights).
+  void stream_experts(ExpertSource* source);
 
   const ModelConfig& config() const { return cfg_; }
   DType dtype() const { return dtype_; }
@@ -76,6 +84,7 @@ class HybridLM : public Module {
                    std::vector<RoutingStats>& stats) const;
   ModelConfig cfg_;
   DType dtype_;
+  ExpertSource* expert_source_ = nullptr;  // not owned
 };
 
 // Visits every Linear in the model with its dotted name ("layers.0.mixer.in_proj"): the

@@ -39,6 +39,7 @@ Tensor Linear::adapter_delta(const Tensor& x, Rng* rng, bool training) const {
 }
 
 Tensor Linear::forward_no_bias(const Tensor& x, Rng* rng, bool training) const {
+  MG_CHECK(!released_, "[model] {} has released its weights (they are streamed): it cannot run", weight.name());
   Tensor y = quantized_ ? ops::nf4_linear(x, quantized_) : ops::linear(x, weight);
   if (has_lora() && !merged_) y = ops::add(y, adapter_delta(x, rng, training));
   return y;
@@ -50,7 +51,7 @@ Tensor Linear::forward(const Tensor& x, Rng* rng, bool training) const {
 }
 
 void Linear::quantize_base() {
-  if (quantized_) return;
+  if (quantized_ || released_) return;
   MG_CHECK(weight.dtype() == DType::F32, "[qlora] only float32 weights can be quantized, {} is {}",
            weight.name(), dtype_name(weight.dtype()));
   MG_CHECK(!merged_, "[qlora] unmerge the LoRA adapter of {} before quantizing", weight.name());
@@ -78,9 +79,20 @@ Tensor Linear::dense_weight() const {
   return w;
 }
 
+void Linear::release_weights() {
+  MG_CHECK(!has_lora(), "[moe] {} carries a LoRA adapter: merge it (magellan merge-lora) before streaming its "
+           "weights from an expert store", weight.name());
+  quantized_.reset();
+  weight = Tensor::meta({out_features, in_features}, DType::F32, weight.name());
+  if (bias.defined()) bias = Tensor::meta({out_features}, DType::F32, bias.name());
+  released_ = true;
+}
+
 void Linear::add_lora(const LoraSettings& s, Rng& rng) {
   MG_CHECK(s.r > 0, "[lora] rank must be positive, got {}", s.r);
   MG_CHECK(!has_lora(), "[lora] {} already has an adapter", weight.name());
+  MG_CHECK(!released_, "[lora] {} is streamed from an expert store and cannot take an adapter: merge the "
+           "adapter into the checkpoint (magellan merge-lora) and export the experts from that", weight.name());
   lora_ = s;
   const DType dt = quantized_ ? DType::F32 : weight.dtype();
   lora_A = Tensor::zeros({s.r, in_features}, dt);

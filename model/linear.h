@@ -32,7 +32,8 @@ class Linear : public Module {
   Tensor forward_no_bias(const Tensor& x, Rng* rng = nullptr, bool training = false) const;
 
   // --- QLoRA ---------------------------------------------------------------------------
-  // Replaces the float weight by its NF4 quantization (frozen; frees the float copy).
+  // Replaces the float weight by its NF4 quantization (frozen; frees the float copy). A no-op
+  // on an NF4 base or released weights.
   void quantize_base();
   void set_quantized(std::shared_ptr<NF4Weight> q);  // from a checkpoint
   bool is_quantized() const { return quantized_ != nullptr; }
@@ -55,6 +56,12 @@ class Linear : public Module {
   // The base weight as float (dequantized when NF4): [out, in].
   Tensor dense_weight() const;
 
+  // The weights now live elsewhere (streamed MoE experts, model/expert_source.h): the float
+  // and NF4 copies are freed and weight/bias become meta tensors (name and shape kept), so
+  // checkpoint loading skips them. forward then throws. Refused with a LoRA adapter.
+  void release_weights();
+  bool weights_released() const { return released_; }
+
   int64_t in_features, out_features;
   Tensor weight;  // [out, in]; undefined when quantized
   Tensor bias;    // [out] or undefined
@@ -66,7 +73,8 @@ class Linear : public Module {
   std::shared_ptr<NF4Weight> quantized_;
   LoraSettings lora_;
   bool merged_ = false;
-  bool lora_registered_ = false;  // lora_A/lora_B are in the registry (kept across drop_lora)
+  bool lora_registered_ = false;
+  bool released_ = false;  // release_weights: the weights live elsewhere  // lora_A/lora_B are in the registry (kept across drop_lora)
 };
 
 // PyTorch's default nn.Linear init: W, b ~ U(-1/sqrt(in), 1/sqrt(in)).

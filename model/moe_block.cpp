@@ -1,9 +1,11 @@
 #include "model/moe_block.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/op_util.h"
 #include "autograd/ops.h"
+#include "autograd/tape.h"
 #include "model/init.h"
 
 namespace mg {
@@ -22,6 +24,12 @@ void Expert::init(Rng& rng) {
   init_linear_default(up, rng);
   init_linear_default(down, rng);
   if (gate) init_linear_default(*gate, rng);
+}
+
+void Expert::release_weights() {
+  up.release_weights();
+  down.release_weights();
+  if (gate) gate->release_weights();
 }
 
 Tensor Expert::forward(const Tensor& x, Rng* rng, bool training) const {
@@ -50,6 +58,19 @@ MoeMixer::MoeMixer(const ModelConfig& cfg, DType dtype, bool meta)
 void MoeMixer::init(Rng& rng) {
   init_linear_default(router, rng);
   for (auto& e : experts) e->init(rng);
+}
+
+void MoeMixer::stream_experts(ExpertSource* source, int layer) {
+  MG_CHECK(source && source->max_acquire() >= k, "[moe] an expert source must hold at least top_k = {} experts", k);
+  for (auto& e : experts) e->release_weights();
+  source_ = source;
+  layer_index_ = layer;
+}
+
+std::vector<int32_t> MoeMixer::route(const Tensor& h) const {
+  NoGradGuard no_grad;
+  Tensor x = ops::reshape(h, {h.numel() / C, C});  // (M,C)
+  return topk_experts(ops::softmax(router.forward(x)), k);
 }
 
 std::vector<int32_t> topk_experts(const Tensor& p, int64_t k) {
@@ -139,15 +160,28 @@ MoeOutput MoeMixer::forward(const Tensor& h, Rng* rng, bool training) const {
       slots[e].push_back(static_cast<int32_t>(m * k + j));
     }
 
-  Tensor out;  // (M,C), accumulated expert by expert
+  std::vector<int32_t> used;  // experts with at least one assignment, ascending
   for (int64_t e = 0; e < E; ++e) {
-    const int64_t n = static_cast<int64_t>(rows[e].size());
-    res.stats.tokens_per_expert[e] = n;
-    if (n == 0) continue;
-    Tensor r = Tensor::from_ids(rows[e], {n});
-    Tensor we = ops::reshape(ops::gather_rows(w, Tensor::from_ids(slots[e], {n})), {n});  // (n)
-    Tensor ye = experts[e]->forward(ops::gather_rows(x, r), rng, training);               // (n,C)
-    out = ops::scatter_add_rows(out, ye, r, we, M);
+    res.stats.tokens_per_expert[e] = static_cast<int64_t>(rows[e].size());
+    if (!rows[e].empty()) used.push_back(static_cast<int32_t>(e));
+  }
+  MG_CHECK(!source_ || !training, "[moe] streamed experts are for inference: they cannot be trained");
+
+  Tensor out;  // (M,C), accumulated expert by expert in ascending order (streamed or not)
+  const size_t batch = source_ ? static_cast<size_t>(source_->max_acquire()) : used.size();
+  for (size_t first = 0; first < used.size(); first += batch) {
+    const std::span<const int32_t> ids(used.data() + first, std::min(batch, used.size() - first));
+    std::vector<std::shared_ptr<const Expert>> streamed;
+    if (source_) streamed = source_->acquire(layer_index_, ids);  // read in parallel, cached
+    for (size_t j = 0; j < ids.size(); ++j) {
+      const int32_t e = ids[j];
+      const Expert& expert = source_ ? *streamed[j] : *experts[e];
+      const int64_t n = static_cast<int64_t>(rows[e].size());
+      Tensor r = Tensor::from_ids(rows[e], {n});
+      Tensor we = ops::reshape(ops::gather_rows(w, Tensor::from_ids(slots[e], {n})), {n});  // (n)
+      Tensor ye = expert.forward(ops::gather_rows(x, r), rng, training);                    // (n,C)
+      out = ops::scatter_add_rows(out, ye, r, we, M);
+    }
   }
   if (!out.defined()) out = Tensor::zeros({M, C}, h.dtype());  // every assignment dropped
   res.out = ops::reshape(out, h.shape());

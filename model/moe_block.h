@@ -16,6 +16,7 @@
 
 #include "autograd/module.h"
 #include "experiments/config.h"
+#include "model/expert_source.h"
 #include "model/linear.h"
 
 namespace mg {
@@ -25,6 +26,7 @@ class Expert : public Module {
   Expert(int64_t C, int64_t F, ExpertMlp mlp, DType dtype, bool meta = false);
   Tensor forward(const Tensor& x, Rng* rng, bool training) const;  // (n, C) -> (n, C)
   void init(Rng& rng);
+  void release_weights();  // Linear::release_weights on each of up, down, gate
   ExpertMlp mlp;
   Linear up, down;
   std::unique_ptr<Linear> gate;  // swiglu only
@@ -49,10 +51,24 @@ class MoeMixer : public Module {
   MoeOutput forward(const Tensor& h, Rng* rng = nullptr, bool training = false) const;  // h (B,T,C)
   void init(Rng& rng);
 
+  // The router's top-k choice for h (B,T,C) -> (B*T*k) expert ids: exactly what forward would
+  // pick for this input (no autograd). Used to guess the next MoE layer's experts for prefetch.
+  std::vector<int32_t> route(const Tensor& h) const;
+
+  // Inference only: from now on experts come from `source` (model layer index `layer`), and
+  // the resident expert weights are freed. Only the experts that tokens are routed to are
+  // acquired, at most source->max_acquire() at a time.
+  void stream_experts(ExpertSource* source, int layer);
+  bool streams_experts() const { return source_ != nullptr; }
+
   int64_t C, E, k, F;
   std::optional<double> capacity_factor;
   Linear router;
   std::vector<std::unique_ptr<Expert>> experts;
+
+ private:
+  ExpertSource* source_ = nullptr;  // not owned
+  int layer_index_ = -1;
 };
 
 // Top-k expert choice per row of p (M, E): idx (M, k) i32, ties to the lower index.
