@@ -308,6 +308,50 @@ TEST(CliE2E, QloraAdapterGenerateAndMerge) {
   EXPECT_GT(std::fabs(l_adapter - l_base), 1e-3) << "the adapter did not change the model" << e_base.show();
 }
 
+// Expert streaming: export-experts, then generate and eval with --stream-experts give the
+// resident model's tokens and loss exactly, and say what the cache did.
+TEST(CliE2E, StreamedExpertsMatchTheResidentModel) {
+  REQUIRE_BINARY();
+  TempDir tmp;
+  write_text(tmp.path / "base.yaml", tiny_yaml(10));
+  Result base = magellan(tmp.path, {"train", "base.yaml", "run_dir=run", "--quiet"});
+  ASSERT_EQ(base.rc, 0) << base.show();
+  Result quant = magellan(tmp.path, {"quantize", "--checkpoint", "run", "-o", "nf4.h5", "--quiet"});
+  ASSERT_EQ(quant.rc, 0) << quant.show();
+  Result missing = magellan(tmp.path, {"generate", "--checkpoint", "nf4.h5", "--prompt-ids", "1 2", "--stream-experts"});
+  EXPECT_NE(missing.rc, 0);
+  EXPECT_NE(missing.err.find("magellan export-experts --checkpoint nf4.h5 -o nf4.experts"), std::string::npos)
+      << missing.show();
+  Result exp = magellan(tmp.path, {"export-experts", "--checkpoint", "nf4.h5", "--quiet"});
+  ASSERT_EQ(exp.rc, 0) << exp.show();
+  ASSERT_TRUE(fs::exists(tmp.path / "nf4.experts")) << exp.show();
+
+  const std::vector<std::string> gen = {"generate", "--checkpoint", "nf4.h5", "--prompt-ids", "1 2 3 4", "-n", "24",
+                                        "--temp", "0.9", "--seed", "3", "--threads", "2"};
+  Result resident = magellan(tmp.path, gen);
+  ASSERT_EQ(resident.rc, 0) << resident.show();
+  auto streamed_gen = gen;
+  for (const char* a : {"--stream-experts", "--expert-cache-mb", "0.005"}) streamed_gen.push_back(a);
+  Result streamed = magellan(tmp.path, streamed_gen);
+  ASSERT_EQ(streamed.rc, 0) << streamed.show();
+  EXPECT_EQ(ints_in(streamed.out), ints_in(resident.out)) << resident.show() << streamed.show();
+  EXPECT_EQ(ints_in(resident.out).size(), 24u) << resident.show();
+  EXPECT_NE(streamed.err.find("cache hit rate"), std::string::npos) << streamed.show();
+  EXPECT_NE(streamed.err.find("peak RSS"), std::string::npos) << streamed.show();
+
+  double l_res = 0, l_str = 0, acc = 0;
+  Result e_res = magellan(tmp.path, {"eval", "--checkpoint", "nf4.h5", "--threads", "2"});
+  Result e_str = magellan(tmp.path, {"eval", "--checkpoint", "nf4.h5", "--threads", "2", "--stream-experts",
+                                     "nf4.experts", "--expert-cache-mb", "0.005", "--no-prefetch"});
+  ASSERT_TRUE(parse_eval(e_res.out, l_res, acc)) << e_res.show();
+  ASSERT_TRUE(parse_eval(e_str.out, l_str, acc)) << e_str.show();
+  EXPECT_EQ(l_res, l_str) << e_res.show() << e_str.show();
+
+  Result flag = magellan(tmp.path, {"eval", "--checkpoint", "nf4.h5", "--expert-cache-mb", "8"});
+  EXPECT_NE(flag.rc, 0);
+  EXPECT_NE(flag.err.find("--expert-cache-mb needs --stream-experts"), std::string::npos) << flag.show();
+}
+
 // 4. A 2x2 sweep, two trials at a time; a second invocation skips all four untouched.
 TEST(CliE2E, SweepRunsGridThenSkipsFinished) {
   REQUIRE_BINARY();
