@@ -87,7 +87,8 @@ void encode_matrix(ExpertPayload p, const NF4Weight* q, const float* dense, int6
   std::memcpy(s + 4 * q->absmax_scales.size(), &q->absmax_offset, 4);
 }
 
-// One matrix from `rec` into `l` (NF4 base, or a float32 weight from f16). Returns bytes used.
+// One matrix from `rec` into `l`: an NF4 base (filled in place when `l` already holds one of
+// this shape, as a recycled expert does), or a float32 weight from f16. Returns bytes used.
 int64_t decode_matrix(ExpertPayload p, const uint8_t* rec, Linear& l) {
   const int64_t rows = l.out_features, cols = l.in_features;
   if (p == ExpertPayload::F16) {
@@ -96,16 +97,23 @@ int64_t decode_matrix(ExpertPayload p, const uint8_t* rec, Linear& l) {
     for (int64_t i = 0; i < rows * cols; ++i) w[i] = half_to_float(h[i]);
     return 2 * rows * cols;
   }
-  auto q = std::make_shared<NF4Weight>();
-  q->rows = rows, q->cols = cols;
-  const int64_t packed = (q->numel() + 1) / 2, nb = q->n_blocks(), nab = q->n_absmax_blocks();
-  q->packed.assign(rec, rec + packed);
-  q->absmax_codes.assign(rec + packed, rec + packed + nb);
+  std::shared_ptr<NF4Weight> q = l.quantized();
+  const bool fresh = !q;
+  if (fresh) {
+    q = std::make_shared<NF4Weight>();
+    q->rows = rows, q->cols = cols;
+    q->packed.resize(static_cast<size_t>((q->numel() + 1) / 2));
+    q->absmax_codes.resize(static_cast<size_t>(q->n_blocks()));
+    q->absmax_scales.resize(static_cast<size_t>(q->n_absmax_blocks()));
+  }
+  const int64_t packed = static_cast<int64_t>(q->packed.size()), nb = static_cast<int64_t>(q->absmax_codes.size());
+  const int64_t nab = static_cast<int64_t>(q->absmax_scales.size());
+  std::memcpy(q->packed.data(), rec, static_cast<size_t>(packed));
+  std::memcpy(q->absmax_codes.data(), rec + packed, static_cast<size_t>(nb));
   const uint8_t* s = rec + align4(packed + nb);
-  q->absmax_scales.resize(static_cast<size_t>(nab));
-  std::memcpy(q->absmax_scales.data(), s, 4 * nab);
+  std::memcpy(q->absmax_scales.data(), s, static_cast<size_t>(4 * nab));
   std::memcpy(&q->absmax_offset, s + 4 * nab, 4);
-  l.set_quantized(std::move(q));
+  if (fresh) l.set_quantized(std::move(q));
   return nf4_record_bytes(rows, cols);
 }
 
@@ -367,14 +375,18 @@ int64_t ExpertStore::read(const ExpertStoreEntry& e, void* buf) const {
 std::shared_ptr<Expert> ExpertStore::decode(const void* record, ExpertMlp mlp) const {
   // NF4: meta Linears that take NF4 bases; f16: float32 Linears filled from the halves.
   auto ex = std::make_shared<Expert>(C_, F_, mlp, DType::F32, /*meta=*/payload_ == ExpertPayload::NF4);
-  const auto* p = static_cast<const uint8_t*>(record);
-  p += decode_matrix(payload_, p, ex->up);
-  p += decode_matrix(payload_, p, ex->down);
-  if (ex->gate) decode_matrix(payload_, p, *ex->gate);
   ex->visit_parameters([](const std::string&, Tensor& t) {
     if (!t.is_meta()) t.set_requires_grad(false);
   });
+  decode_into(record, *ex);
   return ex;
+}
+
+void ExpertStore::decode_into(const void* record, Expert& ex) const {
+  const auto* p = static_cast<const uint8_t*>(record);
+  p += decode_matrix(payload_, p, ex.up);
+  p += decode_matrix(payload_, p, ex.down);
+  if (ex.gate) decode_matrix(payload_, p, *ex.gate);
 }
 
 int64_t ExpertStore::decoded_bytes() const {

@@ -96,6 +96,9 @@ class ExpertStore {
   int64_t read(const ExpertStoreEntry& e, void* buf) const;
   // An Expert module holding the record's weights (NF4 Linears, or float32 from f16).
   std::shared_ptr<Expert> decode(const void* record, ExpertMlp mlp) const;
+  // The same into an expert decode() made earlier (a cache recycling an evicted expert's
+  // memory): no allocation, no page faults.
+  void decode_into(const void* record, Expert& expert) const;
   // Memory the decoded expert takes (what a cache of decoded experts counts).
   int64_t decoded_bytes() const;
   // Asks the kernel to drop this file's cached pages (posix_fadvise DONTNEED), so that the

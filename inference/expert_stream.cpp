@@ -54,28 +54,26 @@ ExpertStream::~ExpertStream() {
   for (auto& t : threads_) t.join();
 }
 
-bool ExpertStream::reserve(std::unique_lock<std::mutex>& lock, bool wait) {
+bool ExpertStream::reserve(std::unique_lock<std::mutex>& lock, bool wait, std::shared_ptr<Expert>* recycled) {
   for (;;) {
     if (used_bytes_ + expert_bytes_ <= opts_.cache_bytes) {
       used_bytes_ += expert_bytes_;
       stats_.peak_cache_bytes = std::max(stats_.peak_cache_bytes, used_bytes_);
       return true;
     }
-    // Evict the least recently used entry that nobody holds or waits for.
-    bool evicted = false;
+    // Evict the least recently used entry that nobody holds or waits for; the new read takes
+    // over its memory and its share of the budget.
     for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
       Entry& e = entries_.at(*it);
       if (e.pins > 0 || e.expert.use_count() > 1) continue;
       if (e.from_prefetch && !e.used) ++stats_.prefetch_unused;
       ++stats_.evictions;
-      used_bytes_ -= expert_bytes_;
+      *recycled = std::move(e.expert);
       const Key k = *it;
       lru_.erase(std::next(it).base());
       entries_.erase(k);
-      evicted = true;
-      break;
+      return true;
     }
-    if (evicted) continue;
     if (!wait) return false;
     const bool in_flight = std::any_of(entries_.begin(), entries_.end(), [](const auto& kv) { return !kv.second.ready; });
     MG_CHECK(in_flight, "[experts] the expert cache ({:.1f} MiB) is full of experts in use: raise --expert-cache-mb",
@@ -84,9 +82,11 @@ bool ExpertStream::reserve(std::unique_lock<std::mutex>& lock, bool wait) {
   }
 }
 
-ExpertStream::Entry& ExpertStream::start_read(Key k, bool from_prefetch, bool urgent) {
+ExpertStream::Entry& ExpertStream::start_read(Key k, bool from_prefetch, bool urgent,
+                                              std::shared_ptr<Expert> recycled) {
   Entry& e = entries_[k];
   e.from_prefetch = from_prefetch;
+  e.expert = std::move(recycled);
   if (urgent) jobs_.push_front(k);  // the model is waiting for it: ahead of guesses
   else jobs_.push_back(k);
   work_cv_.notify_one();
@@ -112,8 +112,9 @@ std::vector<std::shared_ptr<const Expert>> ExpertStream::acquire(int layer, std:
       continue;
     }
     ++stats_.misses;
-    reserve(lock, /*wait=*/true);  // may wait: the entries pinned so far stay
-    Entry& e = start_read(k, /*from_prefetch=*/false, /*urgent=*/true);
+    std::shared_ptr<Expert> recycled;
+    reserve(lock, /*wait=*/true, &recycled);  // may wait: the entries pinned so far stay
+    Entry& e = start_read(k, /*from_prefetch=*/false, /*urgent=*/true, std::move(recycled));
     e.used = true;
     ++e.pins;
   }
@@ -146,8 +147,9 @@ void ExpertStream::prefetch(int layer, std::span<const int32_t> ids) {
   for (int32_t id : unique) {
     const Key k = key(layer, id);
     if (entries_.count(k)) continue;
-    if (!reserve(lock, /*wait=*/false)) return;  // no room now: a guess is not worth waiting for
-    start_read(k, /*from_prefetch=*/true, /*urgent=*/false);
+    std::shared_ptr<Expert> recycled;
+    if (!reserve(lock, /*wait=*/false, &recycled)) return;  // no room now: a guess is not worth waiting for
+    start_read(k, /*from_prefetch=*/true, /*urgent=*/false, std::move(recycled));
     ++stats_.prefetches;
   }
 }
@@ -164,8 +166,8 @@ void ExpertStream::io_loop() {
     if (stop_) return;
     const Key k = jobs_.front();
     jobs_.pop_front();
+    std::shared_ptr<Expert> expert = entries_.at(k).expert;  // a recycled expert, or null
     lock.unlock();
-    std::shared_ptr<const Expert> expert;
     std::exception_ptr error;
     int64_t bytes = 0;
     double read_s = 0;
@@ -174,7 +176,8 @@ void ExpertStream::io_loop() {
       const auto t0 = Clock::now();
       bytes = store_->read(en, buf.get());
       read_s = seconds_since(t0);
-      expert = store_->decode(buf.get(), mlp_);
+      if (expert) store_->decode_into(buf.get(), *expert);
+      else expert = store_->decode(buf.get(), mlp_);
     } catch (...) {
       error = std::current_exception();
     }

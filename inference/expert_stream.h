@@ -7,7 +7,8 @@
 //   - reads: one pread per expert (optionally O_DIRECT), on a pool of I/O threads, so the k
 //     experts of a layer load in parallel;
 //   - cache: decoded experts, least recently used evicted first, never more than the budget
-//     (experts in use or in flight are never evicted; acquire waits for room instead);
+//     (experts in use or in flight are never evicted; acquire waits for room instead); an
+//     evicted expert's memory is reused by the read that replaces it (no allocation churn);
 //   - prefetch: HybridLM::decode_step guesses the next MoE layer's experts early (its router on
 //     the residual stream before the layers in between run); the guess is read in the
 //     background while those layers compute, and simply skipped when the cache has no room.
@@ -69,7 +70,8 @@ class ExpertStream : public ExpertSource {
  private:
   using Key = int64_t;  // layer * E + expert
   struct Entry {
-    std::shared_ptr<const Expert> expert;  // set once read and decoded
+    std::shared_ptr<Expert> expert;        // decoded when ready; before that, possibly an
+                                           // evicted expert whose memory the read reuses
     bool ready = false;
     bool from_prefetch = false, used = false;
     int pins = 0;                          // acquire calls that are waiting for it
@@ -78,10 +80,11 @@ class ExpertStream : public ExpertSource {
   };
 
   Key key(int layer, int32_t e) const { return static_cast<Key>(layer) * store_->n_experts() + e; }
-  // Makes room for one more expert, evicting the least recently used idle ones. With `wait`,
-  // blocks until in-flight reads make room; without, returns false when there is none now.
-  bool reserve(std::unique_lock<std::mutex>& lock, bool wait);
-  Entry& start_read(Key k, bool from_prefetch, bool urgent);  // lock held
+  // Makes room for one more expert, evicting the least recently used idle one if needed (its
+  // memory is handed back in *recycled for the new read). With `wait`, blocks until in-flight
+  // reads make room; without, returns false when there is none now.
+  bool reserve(std::unique_lock<std::mutex>& lock, bool wait, std::shared_ptr<Expert>* recycled);
+  Entry& start_read(Key k, bool from_prefetch, bool urgent, std::shared_ptr<Expert> recycled);  // lock held
   void io_loop();
 
   std::shared_ptr<const ExpertStore> store_;

@@ -12,6 +12,7 @@ namespace mg {
 
 class Expert;
 
+// acquire and prefetch are called by one thread at a time (the one running the model).
 class ExpertSource {
  public:
   virtual ~ExpertSource() = default;
