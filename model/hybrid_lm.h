@@ -3,9 +3,9 @@
 //   x = embedding.weight[tokens]                             (B,T,C)
 //   for each layer i (kind 'M' Mamba or 'E' MoE):  x = x + mixer_i(rmsnorm_i(x))
 //   logits = rmsnorm_f(x) @ embedding.weight^T                (tied; lm_head when untied)
-// Under QLoRA the embedding table may be frozen NF4 (model/embedding.h), lookup and tied
-// head alike.
 //   loss = CE + aux_loss_coef * mean_MoE(L_aux) + z_loss_coef * mean_MoE(L_z)
+// Under QLoRA the embedding table may be frozen NF4 (model/embedding.h), for the lookup and
+// the tied head alike.
 #include <memory>
 #include <vector>
 

@@ -89,8 +89,9 @@ LoraReport apply_lora(HybridLM& model, const LoraConfig& lora, const QloraConfig
                                                "instead (qlora.enabled)"});
   }
   if (model.embedding.is_quantized())
-    nf4_weights.push_back({"embedding.weight", "it was loaded as NF4 (a base quantized by `magellan quantize`): "
-                                               "quantize the base with --keep-embedding to train it"});
+    nf4_weights.push_back({"embedding.weight", "it is NF4 already (as loaded, e.g. from a base written by "
+                                               "`magellan quantize`: quantize it with --keep-embedding to keep "
+                                               "the embedding float32 and trainable)"});
   else if (quantize_embedding)
     nf4_weights.push_back({"embedding.weight", "set qlora.quantize_embedding: false to keep the embedding "
                                                "float32 and trainable"});
