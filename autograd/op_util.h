@@ -50,6 +50,16 @@ inline void check_float(const Tensor& t, const char* op) {
            t.describe());
 }
 
+// Token ids I32 (...), each in [0, V): the rows of an embedding table [V, C].
+inline void check_token_ids(const Tensor& ids, int64_t V, const char* op) {
+  MG_CHECK(ids.dtype() == DType::I32, "[{}] ids must be i32, got {}", op, ids.describe());
+  const int32_t* id = ids.data<int32_t>();
+  for (int64_t i = 0; i < ids.numel(); ++i)
+    MG_CHECK(id[i] >= 0 && id[i] < V,
+             "[{}] token id {} at position {} is outside the vocabulary [0, {}); check "
+             "that the tokenizer and model.vocab_size agree", op, id[i], i, V);
+}
+
 inline void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
   MG_CHECK(a.dtype() == b.dtype(), "[{}] dtype mismatch: {} vs {}", op, a.describe(), b.describe());
 }

@@ -10,15 +10,11 @@ using namespace mg::detail;
 
 // ids I32 (...), table [V, C] -> (..., C)
 Tensor embedding(const Tensor& ids, const Tensor& table) {
-  MG_CHECK(ids.dtype() == DType::I32, "[embedding] ids must be i32, got {}", ids.describe());
   check_float(table, "embedding");
   MG_CHECK(table.ndim() == 2, "[embedding] table must be [V, C], got {}", table.describe());
   const int64_t V = table.dim(0), C = table.dim(1), M = ids.numel();
+  check_token_ids(ids, V, "embedding");
   const int32_t* id = ids.data<int32_t>();
-  for (int64_t i = 0; i < M; ++i)
-    MG_CHECK(id[i] >= 0 && id[i] < V,
-             "[embedding] token id {} at position {} is outside the vocabulary [0, {}); check "
-             "that the tokenizer and model.vocab_size agree", id[i], i, V);
   Shape out_shape = ids.shape();
   out_shape.push_back(C);
   Tensor out = Tensor::empty(out_shape, table.dtype());

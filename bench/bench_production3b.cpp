@@ -5,7 +5,8 @@
 //                              [--seq 512] [--rank 64] [--steps 1] [--no-baseline]
 //   fp32   float32 model: construct, init(seed), one no-grad forward at batch 1, fwd-seq tokens.
 //   qlora  streaming QLoRA init (HybridLM::init(seed, quantize_linears=true): one layer's
-//          float32 weights resident at a time), apply_lora (r on in_proj, out_proj), then
+//          float32 weights resident at a time; the tied embedding NF4 too, as the config's
+//          qlora.quantize_embedding, default true), apply_lora (r on in_proj, out_proj), then
 //          `steps` training steps at batch 1, `seq` tokens, gradient checkpointing every layer,
 //          AdamW over the adapters. Baseline, same run: one no-grad forward at the same
 //          length (so a step reads as a multiple of a forward).
@@ -96,16 +97,20 @@ void run_fp32(const mg::ExperimentConfig& cfg, const Args& a) {
               std::log(static_cast<double>(cfg.model.vocab_size)));
 }
 
-// Bytes of the model by kind: NF4 bases, float32 parameters that are not adapters, adapters.
+// Bytes of the model by kind: NF4 Linear bases, the NF4 embedding (with the absmax it caches
+// for lookups), float32 parameters that are not adapters, adapters.
 struct Breakdown {
-  int64_t nf4 = 0, fp32 = 0, adapters = 0;
+  int64_t nf4 = 0, nf4_embedding = 0, fp32 = 0, adapters = 0;
   int n_nf4 = 0;
+  int64_t frozen_base() const { return nf4 + nf4_embedding + fp32; }
 };
 Breakdown breakdown(mg::HybridLM& model) {
   Breakdown b;
   mg::visit_linears(model, [&](const std::string&, mg::Linear& l) {
     if (l.is_quantized()) b.nf4 += l.quantized()->bytes(), ++b.n_nf4;
   });
+  if (model.embedding.is_quantized())
+    b.nf4_embedding = mg::Embedding::nf4_resident_bytes(model.embedding.num_embeddings, model.embedding.embedding_dim);
   model.visit_parameters([&](const std::string& name, mg::Tensor& p) {
     if (p.is_meta()) return;
     (mg::is_adapter_param(name) ? b.adapters : b.fp32) += static_cast<int64_t>(p.bytes());
@@ -120,13 +125,14 @@ void run_qlora(const mg::ExperimentConfig& cfg, const Args& a) {
   mg::HybridLM model(cfg.model);
   std::printf("construct   %8.2f s   %s\n", since(t0), rss_line().c_str());
   t0 = Clock::now();
-  model.init(cfg.seed, /*quantize_linears=*/true);
+  model.init(cfg.seed, /*quantize_linears=*/true, cfg.qlora.quantize_embedding);
   std::printf("init+nf4    %8.2f s   %s\n", since(t0), rss_line().c_str());
   Breakdown b = breakdown(model);
   const int64_t base_rss = mg::current_rss_bytes();
-  std::printf("frozen base %d NF4 linears %s + float32 params %s = %s accounted; resident now %s\n", b.n_nf4,
-              mg::format_bytes(b.nf4).c_str(), mg::format_bytes(b.fp32).c_str(),
-              mg::format_bytes(b.nf4 + b.fp32).c_str(), mg::format_bytes(base_rss).c_str());
+  std::printf("frozen base %d NF4 linears %s + NF4 embedding %s + float32 params %s = %s accounted; resident now %s "
+              "(target 1.8 GB = %s)\n", b.n_nf4, mg::format_bytes(b.nf4).c_str(), mg::format_bytes(b.nf4_embedding).c_str(), mg::format_bytes(b.fp32).c_str(),
+              mg::format_bytes(b.frozen_base()).c_str(), mg::format_bytes(base_rss).c_str(),
+              mg::format_bytes(1.8e9).c_str());
 
   mg::LoraConfig lora = cfg.lora;
   lora.enabled = true;
@@ -174,8 +180,9 @@ void run_qlora(const mg::ExperimentConfig& cfg, const Args& a) {
                 s + 1, t, rss_line().c_str(), t_fwd, t_bwd, t - t_fwd - t_bwd, out.loss.item(),
                 fwd > 0 ? fmt::format("; {:.2f}x the no-grad forward", t / fwd).c_str() : "");
   }
-  std::printf("breakdown   NF4 %s | float32 non-adapter %s | adapters %s (%lld params) | optimizer state %s\n",
-              mg::format_bytes(b.nf4).c_str(), mg::format_bytes(b.fp32).c_str(),
+  std::printf("breakdown   NF4 linears %s | NF4 embedding %s | float32 non-adapter %s | adapters %s (%lld params) | "
+              "optimizer state %s\n",
+              mg::format_bytes(b.nf4).c_str(), mg::format_bytes(b.nf4_embedding).c_str(), mg::format_bytes(b.fp32).c_str(),
               mg::format_bytes(b.adapters).c_str(), static_cast<long long>(optim.num_parameters()),
               mg::format_bytes(optim.state_bytes()).c_str());
   std::printf("peak RSS    init+baseline %s, steps %s (target 4 GB = %s)\n", mg::format_bytes(init_peak).c_str(),

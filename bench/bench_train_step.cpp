@@ -379,8 +379,7 @@ std::vector<Part> component_breakdown(Setup& s) {
   parts.push_back({"head (norm_f + tied V x C matmul + CE)", 1});
   time_part(parts.back(), [&](mg::Tensor x) {
     mg::Tensor h = mg::ops::reshape(model.norm_f.forward(x), {B * T, C});
-    mg::Tensor loss = mg::ops::cross_entropy(mg::ops::linear(h, model.head_weight()),
-                                             s.targets.view({B * T}));
+    mg::Tensor loss = mg::ops::cross_entropy(model.head(h, nullptr, true), s.targets.view({B * T}));
     return std::pair{std::vector{loss}, std::vector{mg::Tensor::full(loss.shape(), 1.0)}};
   });
   model.zero_grad();

@@ -63,8 +63,10 @@ void write_model(H5File& f, HybridLM& model, ModelSaveMode mode) {
       }
     }
   }
+  if (model.embedding.is_quantized() && mode == ModelSaveMode::Full)
+    write_nf4(f, "/quantized/embedding.weight", *model.embedding.quantized());
   model.visit_parameters([&](const std::string& name, Tensor& p) {
-    if (p.is_meta()) return;  // an NF4 base: stored under /quantized
+    if (p.is_meta()) return;  // an NF4 base or embedding: stored under /quantized
     if (name.ends_with(".lora_A") || name.ends_with(".lora_B")) return;  // under /adapter
     if (mode == ModelSaveMode::AdapterOnly && !p.requires_grad()) return;
     write_tensor(f, "/model/" + name, p);
@@ -76,9 +78,16 @@ ModelLoadReport read_model(const H5File& f, HybridLM& model, bool require_all) {
   std::map<std::string, Linear*> linears;
   visit_linears(model, [&](const std::string& name, Linear& l) { linears[name] = &l; });
 
-  // NF4 bases first: they replace float weights, which then need no /model entry.
+  // NF4 weights first: they replace float weights, which then need no /model entry.
+  bool nf4_embedding_in_file = false;
   if (f.is_group("/quantized")) {
     for (const std::string& wname : f.list("/quantized")) {
+      if (wname == "embedding.weight") {
+        model.embedding.set_quantized(read_nf4_weight(f, "/quantized/" + wname));
+        nf4_embedding_in_file = true;
+        ++rep.quantized;
+        continue;
+      }
       MG_CHECK(wname.ends_with(".weight"), "[checkpoint] {}: unexpected /quantized/{}", f.path(), wname);
       const std::string module = wname.substr(0, wname.size() - 7);
       auto it = linears.find(module);
@@ -89,6 +98,11 @@ ModelLoadReport read_model(const H5File& f, HybridLM& model, bool require_all) {
       ++rep.quantized;
     }
   }
+  // A float32 table in the file wins over an NF4 one the model made itself (apply_lora runs
+  // before read_model when loading a run): a QLoRA checkpoint written with
+  // qlora.quantize_embedding: false, or before the embedding could be NF4, loads as trained.
+  if (model.embedding.is_quantized() && !nf4_embedding_in_file && f.exists("/model/embedding.weight"))
+    model.embedding.dequantize();
   if (f.is_group("/adapter")) {
     for (const std::string& aname : f.list("/adapter")) {
       const bool is_a = aname.ends_with(".lora_A");

@@ -1,7 +1,8 @@
 #pragma once
 // The model part of a checkpoint (design.md §6, docs/checkpoint-format.md):
 //   /model/<name>                     float32 tensors under design.md §3's names
-//   /quantized/<name>/packed          uint8  NF4 codes, 2 per byte (high nibble first)
+//   /quantized/<name>/packed          uint8  NF4 codes, 2 per byte (high nibble first); <name>
+//                                     is a Linear's weight or embedding.weight
 //   /quantized/<name>/absmax_codes    uint8  double-quantized block absmax
 //   /quantized/<name>/absmax_scales   float32
 //     attributes rows, cols, absmax_offset, blocksize = 64, absmax_blocksize = 256
@@ -31,8 +32,10 @@ struct ModelLoadReport {
 };
 
 // Loads what the file has into the model: /model into parameters (shape-checked),
-// /quantized into Linears (which become NF4), /adapter into existing adapters (the model must
-// already have adapters of the same rank, e.g. from apply_lora with the run's config).
+// /quantized into Linears and the embedding (which become NF4), /adapter into existing
+// adapters (the model must already have adapters of the same rank, e.g. from apply_lora with
+// the run's config). The file decides the embedding's storage: an NF4 embedding the model
+// made itself goes back to float32 when the file holds /model/embedding.weight.
 // `require_all`: every float parameter that is not NF4-quantized must be present in /model.
 ModelLoadReport read_model(const H5File& f, HybridLM& model, bool require_all);
 

@@ -34,17 +34,45 @@ void write_converted(const std::string& out, HybridLM& model, const ExperimentCo
   });
 }
 
+// Size and error of the weights quantized, summed over them (nf4_error_stats of each).
+struct QuantizeTally {
+  double max_err = 0, err_sq = 0, weight_sq = 0;  // max |dW|; sums of dW^2 and W^2
+  int64_t count = 0, fp32_bytes = 0, nf4_bytes = 0;
+
+  void add(const Tensor& w, const NF4Weight& q) {
+    const NF4ErrorStats s = nf4_error_stats(w.data<float>(), q);
+    max_err = std::max(max_err, s.max_abs_error);
+    err_sq += s.rms_error * s.rms_error * static_cast<double>(s.count);
+    weight_sq += s.rms_weight * s.rms_weight * static_cast<double>(s.count);
+    count += s.count;
+    fp32_bytes += static_cast<int64_t>(w.bytes());
+    nf4_bytes += q.bytes();
+  }
+  // Two lines: sizes, then the error against the weights' RMS.
+  void print(const char* what) const {
+    const double n = static_cast<double>(count);
+    std::printf("  %-15s %s float32 -> %s NF4 (%.3f bits/param)\n", what, format_bytes(fp32_bytes).c_str(),
+                format_bytes(nf4_bytes).c_str(), count ? 8.0 * nf4_bytes / n : 0.0);
+    std::printf("  %-15s max |dW| %.4g, rms %.4g (%.2f%% of rms W %.4g)\n", "error", max_err,
+                count ? std::sqrt(err_sq / n) : 0.0, count && weight_sq > 0 ? 100.0 * std::sqrt(err_sq / weight_sq) : 0.0,
+                count ? std::sqrt(weight_sq / n) : 0.0);
+  }
+};
+
 }  // namespace
 
 int cmd_quantize(const Args& args) {
   po::options_description desc(
-      "magellan quantize --checkpoint IN.h5 -o OUT.h5\n\n"
-      "Quantizes every linear layer of a float32 checkpoint to NF4 (bitsandbytes layout, double-\n"
-      "quantized absmax; docs/checkpoint-format.md). Embeddings, norms and Mamba's small tensors\n"
-      "stay float32. The result is a QLoRA base: name it in qlora.base_checkpoint.\n\noptions");
+      "magellan quantize --checkpoint IN.h5 -o OUT.h5 [--keep-embedding]\n\n"
+      "Quantizes every linear layer of a float32 checkpoint, and the embedding table (for a tied\n"
+      "model also the LM head), to NF4 (bitsandbytes layout, double-quantized absmax;\n"
+      "docs/checkpoint-format.md). An untied lm_head, norms and Mamba's small tensors stay\n"
+      "float32. The result is a QLoRA base: name it in qlora.base_checkpoint.\n\noptions");
   std::string in, out;
   desc.add_options()("help,h", "show this help")("checkpoint,c", po::value(&in), "float32 checkpoint (or run dir)")(
-      "output,o", po::value(&out), "NF4 checkpoint to write")("quiet,q", "no progress line");
+      "output,o", po::value(&out), "NF4 checkpoint to write")(
+      "keep-embedding", "keep embedding.weight float32 (as qlora.quantize_embedding: false)")(
+      "quiet,q", "no progress line");
   po::variables_map vm = parse_args(args, desc);
   if (vm.count("help")) {
     std::cout << desc << "\n";
@@ -54,14 +82,16 @@ int cmd_quantize(const Args& args) {
   LoadedModel lm = load_model_from_checkpoint(in);
   MG_CHECK(!lm.config.lora.enabled, "[quantize] {} carries LoRA adapters: merge them first (magellan merge-lora)",
            lm.checkpoint);
-  int64_t n_linears = 0, params = 0;
+  Embedding& embedding = lm.model->embedding;
+  const bool quantize_embedding = !vm.count("keep-embedding") && !embedding.is_quantized();
+  int64_t n_linears = 0, params = quantize_embedding ? embedding.weight.numel() : 0;
   visit_linears(*lm.model, [&](const std::string&, Linear& l) {
     ++n_linears;
     params += l.in_features * l.out_features;
   });
   Progress progress("quantize", params, "param", vm.count("quiet") > 0);
-  double max_err = 0, sq = 0, sqw = 0;
-  int64_t count = 0, fp32_bytes = 0, nf4_bytes = 0, done = 0, already = 0;
+  QuantizeTally linears, table;
+  int64_t done = 0, already = 0;
   const auto t0 = std::chrono::steady_clock::now();
   visit_linears(*lm.model, [&](const std::string&, Linear& l) {
     if (l.is_quantized()) {
@@ -70,27 +100,30 @@ int cmd_quantize(const Args& args) {
     }
     Tensor w = l.weight;
     l.quantize_base();
-    NF4ErrorStats s = nf4_error_stats(w.data<float>(), *l.quantized());
-    max_err = std::max(max_err, s.max_abs_error);
-    sq += s.rms_error * s.rms_error * static_cast<double>(s.count);
-    sqw += s.rms_weight * s.rms_weight * static_cast<double>(s.count);
-    count += s.count;
-    fp32_bytes += static_cast<int64_t>(w.bytes());
-    nf4_bytes += l.quantized()->bytes();
+    linears.add(w, *l.quantized());
     done += w.numel();
     progress.update(done);
   });
+  if (quantize_embedding) {
+    Tensor w = embedding.weight;
+    embedding.quantize();
+    table.add(w, *embedding.quantized());
+    progress.update(done += w.numel());
+  }
   progress.finish();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   write_converted(out, *lm.model, lm.config, lm.step);
-  std::printf("quantized %lld linear layers (%lld parameters) in %.2f s (%.0f M params/s)%s\n",
-              static_cast<long long>(n_linears - already), static_cast<long long>(count), secs, count / secs / 1e6,
-              already ? fmt::format("; {} were already NF4", already).c_str() : "");
-  std::printf("  linear weights  %s float32 -> %s NF4 (%.3f bits/param)\n", format_bytes(fp32_bytes).c_str(),
-              format_bytes(nf4_bytes).c_str(), count ? 8.0 * nf4_bytes / count : 0.0);
-  std::printf("  error           max |dW| %.4g, rms %.4g (%.2f%% of rms W %.4g)\n", max_err,
-              count ? std::sqrt(sq / count) : 0.0, count && sqw > 0 ? 100.0 * std::sqrt(sq / sqw) : 0.0,
-              count ? std::sqrt(sqw / count) : 0.0);
+  const int64_t count = linears.count + table.count;
+  std::printf("quantized %lld linear layers (%lld parameters)%s in %.2f s (%.0f M params/s)%s\n",
+              static_cast<long long>(n_linears - already), static_cast<long long>(linears.count),
+              quantize_embedding ? fmt::format(" and the embedding ({} parameters)", table.count).c_str() : "", secs,
+              count / secs / 1e6, already ? fmt::format("; {} were already NF4", already).c_str() : "");
+  linears.print("linear weights");
+  if (quantize_embedding)
+    table.print("embedding");
+  else
+    std::printf("  embedding       %s\n", embedding.is_quantized() ? "was already NF4"
+                                                                    : "kept float32 (--keep-embedding)");
   std::printf("  file            %s (%s)\n", out.c_str(), format_bytes(static_cast<double>(fs::file_size(out))).c_str());
   return 0;
 }
@@ -100,7 +133,8 @@ int cmd_merge_lora(const Args& args) {
       "magellan merge-lora --checkpoint ADAPTER.h5 -o MERGED.h5 [--nf4]\n\n"
       "Merges LoRA adapters into their base weights (W + scale * B A; an NF4 base is dequantized\n"
       "first): the result is a plain model checkpoint without adapters, float32, or re-quantized\n"
-      "to NF4 with --nf4 (the re-quantization error is reported).\n\noptions");
+      "to NF4 with --nf4 (the re-quantization error is reported). An NF4 embedding, which takes\n"
+      "no adapter, stays NF4.\n\noptions");
   std::string in, out, adapter;
   desc.add_options()("help,h", "show this help")("checkpoint,c", po::value(&in), "checkpoint with adapters (or run dir)")(
       "adapter", po::value(&adapter), "an adapter checkpoint to apply on --checkpoint first")(
@@ -118,9 +152,10 @@ int cmd_merge_lora(const Args& args) {
   cfg.lora.enabled = false;
   cfg.qlora = QloraConfig{};
   write_converted(out, *lm.model, cfg, lm.step);
-  std::printf("merged %d adapters -> %s%s\n", rep.merged, out.c_str(),
+  std::printf("merged %d adapters -> %s%s%s\n", rep.merged, out.c_str(),
               vm.count("nf4") ? fmt::format(" (NF4; re-quantization error max {:.4g}, rms {:.4g})", rep.max_abs_error,
-                                            rep.rms_error).c_str() : " (float32)");
+                                            rep.rms_error).c_str() : " (float32)",
+              lm.model->embedding.is_quantized() ? "; the embedding stays NF4" : "");
   return 0;
 }
 

@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "experiments/config_loader.h"
+#include "model/embedding.h"
 #include "model/hybrid_lm.h"
 #include "model/nf4.h"
 #include "util/memory.h"
@@ -53,25 +54,27 @@ int cmd_info(const Args& args) {
 
   HybridLM meta(m, DType::F32, /*meta=*/true);
   std::map<std::string, int64_t> by_component;
-  int64_t total = 0, linear_params = 0;
+  int64_t total = 0;
   meta.visit_parameters([&](const std::string& name, Tensor& p) {
     by_component[component_of(name, m)] += p.numel();
     total += p.numel();
   });
-  int64_t lora_params = 0, nf4_bytes = 0;
+  // QLoRA's NF4 weights (model/lora.h): every Linear but an untied lm_head, and the embedding
+  // with qlora.quantize_embedding (with the absmax it keeps for lookups).
+  int64_t lora_params = 0, nf4_weight_bytes = 0, nf4_params = 0;
   visit_linears(meta, [&](const std::string& name, Linear& l) {
     const int64_t n = l.in_features * l.out_features;
-    linear_params += n;
-    NF4Weight q;
-    q.rows = l.out_features;
-    q.cols = l.in_features;
-    q.packed.resize(static_cast<size_t>((n + 1) / 2));
-    q.absmax_codes.resize(static_cast<size_t>(q.n_blocks()));
-    q.absmax_scales.resize(static_cast<size_t>(q.n_absmax_blocks()));
-    nf4_bytes += q.bytes();
+    if (name == "lm_head") return;  // stays float32 and takes no adapter
+    nf4_params += n;
+    nf4_weight_bytes += nf4_bytes(l.out_features, l.in_features);
     if (any_pattern_matches(cfg.lora.target_modules, name))
       lora_params += static_cast<int64_t>(cfg.lora.r) * (l.in_features + l.out_features);
   });
+  const bool nf4_embedding = cfg.qlora.quantize_embedding;
+  if (nf4_embedding) {
+    nf4_params += meta.embedding.weight.numel();
+    nf4_weight_bytes += Embedding::nf4_resident_bytes(m.vocab_size, m.d_model);
+  }
 
   std::printf("%s: %d layers '%s' (%d Mamba, %d MoE), d_model %d, vocab %d, E=%d top-%d, F=%d, d_state %d\n\n",
               path.c_str(), m.n_layers(), m.layer_pattern.c_str(), m.n_mamba_layers(), m.n_moe_layers(), m.d_model,
@@ -85,14 +88,15 @@ int cmd_info(const Args& args) {
   std::printf("%-16s %16lld  (%.1fM; top-%d of %d experts per token)\n\n", "active/token", static_cast<long long>(active),
               active / 1e6, m.top_k, m.n_experts);
 
-  const int64_t other = total - linear_params;  // embedding, norms, conv, A_log, D, biases: stay fp32
+  const int64_t other = total - nf4_params;  // norms, conv, A_log, D, biases (lm_head, embedding): stay fp32
   const double fp32 = 4.0 * static_cast<double>(total);
-  const double qlora = static_cast<double>(nf4_bytes) + 4.0 * static_cast<double>(other) + 4.0 * static_cast<double>(lora_params);
+  const double qlora = static_cast<double>(nf4_weight_bytes) + 4.0 * static_cast<double>(other) + 4.0 * static_cast<double>(lora_params);
   std::printf("memory (weights)\n");
   std::printf("  float32                  %12s\n", format_bytes(fp32).c_str());
-  std::printf("  NF4 + LoRA r=%-3d         %12s   (linears %.3f bits/param; %lld fp32 non-linear params; "
+  std::printf("  NF4 + LoRA r=%-3d         %12s   (NF4 linears%s: %.3f bits/param; %lld fp32 params; "
               "%lld LoRA params on %s)\n", cfg.lora.r, format_bytes(qlora).c_str(),
-              8.0 * static_cast<double>(nf4_bytes) / static_cast<double>(linear_params), static_cast<long long>(other),
+              nf4_embedding ? " + embedding" : ", embedding fp32 (qlora.quantize_embedding: false)",
+              8.0 * static_cast<double>(nf4_weight_bytes) / static_cast<double>(nf4_params), static_cast<long long>(other),
               static_cast<long long>(lora_params), fmt::format("{}", fmt::join(cfg.lora.target_modules, ",")).c_str());
   // A training step: weights + grads + AdamW state (fp16 state ~4 bytes/param, fp32 8) +
   // activations. Activations are an estimate from the tensors each layer saves (see

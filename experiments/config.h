@@ -89,6 +89,7 @@ struct LoraConfig {
 struct QloraConfig {
   bool enabled = false;                    // frozen base weights stored NF4
   std::optional<std::string> base_checkpoint;  // absolute once loaded (resolved vs. the YAML)
+  bool quantize_embedding = true;          // the (tied) embedding table NF4 too, under enabled
   bool operator==(const QloraConfig&) const = default;
 };
 

@@ -279,6 +279,8 @@ std::vector<FieldSpec> make_fields() {
   f.push_back(bool_field("qlora.enabled", "store frozen base weights as NF4", FIELD(qlora.enabled)));
   f.push_back(optional_path_field("qlora.base_checkpoint", "checkpoint with the base weights; null = fresh init",
                                   FIELD(qlora.base_checkpoint)));
+  f.push_back(bool_field("qlora.quantize_embedding", "the embedding (the tied head too) is frozen NF4 as well",
+                         FIELD(qlora.quantize_embedding)));
 
   // optimizer.
   f.push_back(enum_field("optimizer.name", "adamw or sgd", FIELD(optimizer.name),

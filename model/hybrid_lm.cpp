@@ -37,13 +37,14 @@ HybridLM::HybridLM(const ModelConfig& cfg, DType dtype, bool meta)
   }
 }
 
-void HybridLM::init(uint64_t seed, bool quantize_linears) {
+void HybridLM::init(uint64_t seed, bool quantize_linears, bool quantize_embedding) {
   Rng rng(seed);
   fill_normal(embedding.weight, rng, 0.0, 0.02);
+  // Quantizing consumes no draws (here and per layer below), so the draws are those of init(seed).
+  if (quantize_linears && quantize_embedding && !embedding.weight.is_meta()) embedding.quantize();
   for (auto& layer : layers) {
     if (layer->mamba) layer->mamba->init(cfg_, rng);
     if (layer->moe) layer->moe->init(rng);
-    // Quantizing consumes no draws, so the next layer sees the same Rng state either way.
     if (quantize_linears)
       visit_layer_linears(*layer, "", [](const std::string&, Linear& l) {
         if (!l.weight.is_meta()) l.quantize_base();  // meta: nothing drawn, nothing to quantize
@@ -105,8 +106,7 @@ LmOutput HybridLM::forward(const Tensor& tokens, const Tensor& targets, const Fo
   }
 
   Tensor h = ops::reshape(norm_f.forward(x), {B * T, C});  // (B*T, C)
-  // (B*T, V): tied head, or lm_head as a Linear (so it can be NF4 or carry an adapter)
-  Tensor logits = lm_head ? lm_head->forward(h, opts.rng, opts.training) : ops::linear(h, embedding.weight);
+  Tensor logits = head(h, opts.rng, opts.training);         // (B*T, V)
   if (opts.want_logits) res.logits = logits;
   if (n_moe > 0) {
     res.aux_loss = ops::scale(aux_sum, 1.0 / n_moe);
@@ -149,7 +149,12 @@ Tensor HybridLM::decode_step(const Tensor& tokens, DecodeState& state) const {
     if (layer.moe) guess_next_moe(i + 1);
   }
   Tensor h = ops::reshape(norm_f.forward(x), {B, C});
-  return lm_head ? lm_head->forward(h) : ops::linear(h, embedding.weight);  // (B, V)
+  return head(h);  // (B, V)
+}
+
+Tensor HybridLM::head(const Tensor& h, Rng* rng, bool training) const {
+  // Untied: lm_head is a Linear, so it could be NF4 or carry an adapter (policy in lora.h).
+  return lm_head ? lm_head->forward(h, rng, training) : embedding.attend(h);
 }
 
 void HybridLM::stream_experts(ExpertSource* source) {

@@ -4,11 +4,14 @@
 //   for each layer i (kind 'M' Mamba or 'E' MoE):  x = x + mixer_i(rmsnorm_i(x))
 //   logits = rmsnorm_f(x) @ embedding.weight^T                (tied; lm_head when untied)
 //   loss = CE + aux_loss_coef * mean_MoE(L_aux) + z_loss_coef * mean_MoE(L_z)
+// Under QLoRA the embedding table may be frozen NF4 (model/embedding.h), for the lookup and
+// the tied head alike.
 #include <memory>
 #include <vector>
 
 #include "autograd/module.h"
 #include "experiments/config.h"
+#include "model/embedding.h"
 #include "model/mamba_block.h"
 #include "model/moe_block.h"
 #include "model/rmsnorm.h"
@@ -46,11 +49,13 @@ class HybridLM : public Module {
   HybridLM(const ModelConfig& cfg, DType dtype = DType::F32, bool meta = false);
 
   // Fresh weights per design.md §3, from `seed`. With quantize_linears (QLoRA from scratch),
-  // each layer's Linears (lm_head excepted, as apply_lora) are quantized to NF4 right after
-  // that layer is drawn, so only one layer's float32 weights are ever resident (large
-  // Storage is lazily mmapped, and quantize_base unmaps it). Same draws, same order: the
-  // result equals init(seed) followed by quantize_base on those Linears.
-  void init(uint64_t seed, bool quantize_linears = false);
+  // the embedding (unless quantize_embedding is false: qlora.quantize_embedding) is quantized
+  // to NF4 right after it is drawn, and each layer's Linears (lm_head excepted, as apply_lora)
+  // right after that layer is drawn, so only one layer's float32 weights are ever resident
+  // (large Storage is lazily mmapped, and quantizing unmaps it). Same draws, same order: the
+  // result equals init(seed) followed by quantize() on the embedding and quantize_base on
+  // those Linears, which is what apply_lora does.
+  void init(uint64_t seed, bool quantize_linears = false, bool quantize_embedding = true);
 
   // tokens, targets: I32 (B,T); targets may be undefined (then no loss).
   LmOutput forward(const Tensor& tokens, const Tensor& targets, const ForwardOptions& opts = {}) const;
@@ -70,9 +75,13 @@ class HybridLM : public Module {
   // checkpoint to never allocate them (read_model skips the freed, meta, weights).
   void stream_experts(ExpertSource* source);
 
+  // The LM head, the one place logits are made: h (M, C) -> logits (M, V) through the tied
+  // embedding (float32 or NF4, Embedding::attend) or the untied lm_head. `rng` draws the LoRA
+  // dropout of an adapted lm_head when training.
+  Tensor head(const Tensor& h, Rng* rng = nullptr, bool training = false) const;
+
   const ModelConfig& config() const { return cfg_; }
   DType dtype() const { return dtype_; }
-  const Tensor& head_weight() const { return cfg_.tie_embeddings ? embedding.weight : lm_head->weight; }
 
   Embedding embedding;
   std::vector<std::unique_ptr<HybridLayer>> layers;

@@ -6,6 +6,7 @@
 #include "autograd/ops.h"
 #include "model/init.h"
 #include "model/nf4_linear_op.h"
+#include "model/nf4_param.h"
 
 namespace mg {
 
@@ -52,32 +53,19 @@ Tensor Linear::forward(const Tensor& x, Rng* rng, bool training) const {
 
 void Linear::quantize_base() {
   if (quantized_ || released_) return;
-  MG_CHECK(weight.dtype() == DType::F32, "[qlora] only float32 weights can be quantized, {} is {}",
-           weight.name(), dtype_name(weight.dtype()));
   MG_CHECK(!merged_, "[qlora] unmerge the LoRA adapter of {} before quantizing", weight.name());
-  set_quantized(std::make_shared<NF4Weight>(nf4_quantize(weight.data<float>(), out_features, in_features)));
+  set_quantized(quantize_parameter(weight));
 }
 
 void Linear::set_quantized(std::shared_ptr<NF4Weight> q) {
   MG_CHECK(!merged_, "[qlora] {} holds a merged LoRA adapter: unmerge (or drop) it before replacing the "
            "base weight by an NF4 one", weight.name());
-  MG_CHECK(q && q->rows == out_features && q->cols == in_features,
-           "[qlora] NF4 weight [{}, {}] does not fit layer {} [{}, {}]", q ? q->rows : 0, q ? q->cols : 0,
-           weight.name(), out_features, in_features);
+  MG_CHECK(q, "[qlora] no NF4 weight given for {}", weight.name());
+  freeze_as_nf4(weight, *q);  // frozen 4-bit storage only; `weight` keeps its name and shape
   quantized_ = std::move(q);
-  // The float weight is gone: frozen 4-bit storage only. Keep a meta tensor so the parameter
-  // keeps its name and shape (it is reported, never trained).
-  std::string name = weight.name();
-  weight.set_requires_grad(false);
-  weight = Tensor::meta({out_features, in_features}, DType::F32, name);
 }
 
-Tensor Linear::dense_weight() const {
-  if (!quantized_) return weight;
-  Tensor w = Tensor::empty({out_features, in_features}, DType::F32, weight.name());
-  nf4_dequantize(*quantized_, w.data<float>());
-  return w;
-}
+Tensor Linear::dense_weight() const { return dense_parameter(weight, quantized_.get()); }
 
 void Linear::release_weights() {
   MG_CHECK(!has_lora(), "[moe] {} carries a LoRA adapter: merge it (magellan merge-lora) before streaming its "

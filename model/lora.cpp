@@ -31,18 +31,22 @@ void check_target_patterns(const LoraConfig& lora, const std::vector<std::string
   }
 }
 
+// A weight that is (or is about to be) NF4, and what to do instead of training it.
+struct Nf4Weight {
+  std::string name;    // "layers.0.mixer.in_proj.weight"
+  std::string remedy;  // "add its module to lora.target_modules ..."
+};
+
 // Throws unless every lora.trainable pattern names some parameter, and none names a weight
-// that is (or is about to be) NF4: it has no float copy and nf4_linear gives it no gradient.
+// that is (or is about to be) NF4: it has no float copy and the NF4 ops give it no gradient.
 void check_trainable_patterns(const LoraConfig& lora, const std::vector<std::string>& param_names,
-                              const std::vector<std::string>& nf4_weights) {
+                              const std::vector<Nf4Weight>& nf4_weights) {
   for (const std::string& pat : lora.trainable) {
-    for (const std::string& w : nf4_weights)
-      if (pattern_matches(pat, w))
-        throw Error(fmt::format("[lora] lora.trainable pattern '{}' names {}, a frozen NF4 weight "
-                                "(qlora.enabled): NF4 weights get no gradient; add its module to "
-                                "lora.target_modules to train an adapter on it instead, or use a "
-                                "narrower pattern",
-                                pat, w));
+    for (const Nf4Weight& w : nf4_weights)
+      if (pattern_matches(pat, w.name))
+        throw Error(fmt::format("[lora] lora.trainable pattern '{}' names {}, a frozen NF4 weight: NF4 weights "
+                                "get no gradient; {}, or use a narrower pattern",
+                                pat, w.name, w.remedy));
     const bool hit = std::any_of(param_names.begin(), param_names.end(),
                                  [&](const std::string& n) { return pattern_matches(pat, n); });
     if (!hit)
@@ -60,8 +64,9 @@ bool is_adapter_param(std::string_view name) { return name.ends_with(".lora_A") 
 
 std::string LoraReport::summary() const {
   const double total = static_cast<double>(trainable_params + frozen_params);
-  return fmt::format("{} adapters, {} NF4 layers; trainable {} of {} parameters ({:.3f}%)", adapted.size(),
-                     quantized, trainable_params, trainable_params + frozen_params,
+  return fmt::format("{} adapters, {} NF4 weights{}; trainable {} of {} parameters ({:.3f}%)", adapted.size(),
+                     quantized, embedding_quantized ? " (embedding included)" : "", trainable_params,
+                     trainable_params + frozen_params,
                      total > 0 ? 100.0 * static_cast<double>(trainable_params) / total : 0.0);
 }
 
@@ -72,12 +77,24 @@ LoraReport apply_lora(HybridLM& model, const LoraConfig& lora, const QloraConfig
   auto is_head = [](const std::string& name) { return name == "lm_head"; };
 
   // 1. Check every pattern against the model as it will be, before changing anything.
-  std::vector<std::string> targetable, nf4_weights, param_names;
+  // The embedding table (the tied head too) follows qlora.quantize_embedding.
+  const bool quantize_embedding = qlora.enabled && qlora.quantize_embedding;
+  std::vector<std::string> targetable, param_names;
+  std::vector<Nf4Weight> nf4_weights;
   for (auto& [name, l] : linears) {
     if (is_head(name)) continue;
     targetable.push_back(name);
-    if (qlora.enabled || l->is_quantized()) nf4_weights.push_back(name + ".weight");
+    if (qlora.enabled || l->is_quantized())
+      nf4_weights.push_back({name + ".weight", "add its module to lora.target_modules to train an adapter on it "
+                                               "instead (qlora.enabled)"});
   }
+  if (model.embedding.is_quantized())
+    nf4_weights.push_back({"embedding.weight", "it is NF4 already (as loaded, e.g. from a base written by "
+                                               "`magellan quantize`: quantize it with --keep-embedding to keep "
+                                               "the embedding float32 and trainable)"});
+  else if (quantize_embedding)
+    nf4_weights.push_back({"embedding.weight", "set qlora.quantize_embedding: false to keep the embedding "
+                                               "float32 and trainable"});
   model.visit_parameters([&](const std::string& name, Tensor&) { param_names.push_back(name); });
   if (lora.enabled) {
     check_target_patterns(lora, targetable);
@@ -95,6 +112,7 @@ LoraReport apply_lora(HybridLM& model, const LoraConfig& lora, const QloraConfig
   if (qlora.enabled)
     for (auto& [name, l] : linears)
       if (!is_head(name)) l->quantize_base();  // no-op for a base already loaded as NF4
+  if (quantize_embedding) model.embedding.quantize();  // likewise
   if (lora.enabled) {
     Rng rng(seed ^ 0x10a5eedull);  // A ~ kaiming-uniform, drawn layer by layer in model order
     const LoraSettings s{lora.r, lora.alpha, lora.dropout, lora.use_rslora};
@@ -111,6 +129,8 @@ LoraReport apply_lora(HybridLM& model, const LoraConfig& lora, const QloraConfig
     });
   }
   for (auto& [name, l] : linears) rep.quantized += l->is_quantized();
+  rep.embedding_quantized = model.embedding.is_quantized();
+  rep.quantized += rep.embedding_quantized;
   model.visit_parameters([&](const std::string&, Tensor& p) {
     (p.requires_grad() ? rep.trainable_params : rep.frozen_params) += p.numel();
   });

@@ -1,6 +1,8 @@
 #pragma once
 // Turning a model into a QLoRA / LoRA / full fine-tuning setup (design.md §5):
-//   qlora.enabled  every Linear's base weight becomes frozen NF4 (lm_head excepted, see below)
+//   qlora.enabled  every Linear's base weight becomes frozen NF4 (lm_head excepted, see below),
+//                  and so does embedding.weight (the tied head too) unless
+//                  qlora.quantize_embedding is false
 //   lora.enabled   adapters on every Linear whose dotted name matches lora.target_modules;
 //                  every other parameter frozen unless it matches lora.trainable
 //   neither        plain float32 training: everything trainable
@@ -25,7 +27,8 @@ namespace mg {
 
 struct LoraReport {
   std::vector<std::string> adapted;    // module names given adapters, in model order
-  int quantized = 0;                   // Linears whose base is NF4 afterwards
+  int quantized = 0;                   // NF4 weights afterwards: Linear bases + the embedding
+  bool embedding_quantized = false;    // embedding.weight is NF4 afterwards
   int64_t trainable_params = 0, frozen_params = 0;  // element counts (NF4 bases count as frozen)
   std::string summary() const;         // one line for the log
 };
@@ -33,7 +36,8 @@ struct LoraReport {
 // Deterministic from `seed` (the adapters' A matrices are drawn in model order from it).
 // Throws mg::Error, before changing anything, on a target_modules pattern that matches no
 // Linear, a trainable pattern that matches no parameter, a trainable pattern naming an NF4
-// base weight (it gets no gradient: train an adapter on it instead), or an lm_head target.
+// base weight (it gets no gradient: train an adapter on it instead) or an NF4 embedding (set
+// qlora.quantize_embedding: false), or an lm_head target.
 LoraReport apply_lora(HybridLM& model, const LoraConfig& lora, const QloraConfig& qlora, uint64_t seed);
 
 // Adapter parameter names: "layers.0.mixer.in_proj" -> "layers.0.mixer.in_proj.lora_A".

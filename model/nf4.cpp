@@ -218,6 +218,14 @@ int64_t NF4Weight::bytes() const {
                               sizeof(float) * absmax_scales.size() + sizeof(absmax_offset));
 }
 
+int64_t nf4_bytes(int64_t rows, int64_t cols) {
+  NF4Weight shape_only;  // n_blocks() and n_absmax_blocks() need only the shape
+  shape_only.rows = rows;
+  shape_only.cols = cols;
+  return (shape_only.numel() + 1) / 2 + shape_only.n_blocks() +
+         static_cast<int64_t>(sizeof(float)) * shape_only.n_absmax_blocks() + static_cast<int64_t>(sizeof(float));
+}
+
 double NF4Weight::bits_per_param() const {
   return numel() > 0 ? 8.0 * static_cast<double>(bytes()) / static_cast<double>(numel()) : 0.0;
 }

@@ -43,6 +43,10 @@ struct NF4Weight {
   double bits_per_param() const;
 };
 
+// bytes() of an NF4 weight [rows, cols], from its shape alone (magellan info sizes models
+// without quantizing them).
+int64_t nf4_bytes(int64_t rows, int64_t cols);
+
 // The 16 NF4 values, ascending (bitsandbytes get_4bit_type('nf4')): code c means nf4[c]*absmax.
 const std::array<float, 16>& nf4_code_table();
 // The 256-entry signed 8-bit dynamic map (bitsandbytes create_dynamic_map(signed=True)),

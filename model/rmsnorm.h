@@ -18,17 +18,6 @@ class RMSNorm : public Module {
   double eps_;
 };
 
-// A lookup table with one parameter "weight" [V, C].
-class Embedding : public Module {
- public:
-  Embedding(int64_t V, int64_t C, DType dtype, bool meta = false) {
-    weight = meta ? Tensor::meta({V, C}, dtype) : Tensor::zeros({V, C}, dtype);
-    register_parameter("weight", weight);
-  }
-  Tensor forward(const Tensor& ids) const { return ops::embedding(ids, weight); }  // (B,T) -> (B,T,C)
-  Tensor weight;  // [V, C]
-};
-
 // Mamba's depthwise conv1d parameters: "weight" [D, 1, K], "bias" [D].
 class DepthwiseConv1d : public Module {
  public:

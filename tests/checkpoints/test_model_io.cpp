@@ -82,6 +82,81 @@ TEST(ModelIO, RoundTripWithNf4BaseAndAdapters) {
   for (int64_t i = 0; i < la.numel(); ++i) ASSERT_EQ(la.item(i), lb.item(i)) << i;
 }
 
+Tensor logits_of(const HybridLM& m) {
+  NoGradGuard ng;
+  return m.forward(Tensor::from_ids({1, 2, 3, 4, 5, 15, 0}, {1, 7}), Tensor()).logits;
+}
+
+void expect_identical(const Tensor& a, const Tensor& b) {
+  ASSERT_EQ(a.numel(), b.numel());
+  int64_t differ = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) differ += a.item(i) != b.item(i);
+  EXPECT_EQ(differ, 0) << "of " << a.numel() << " logits";
+}
+
+// A tied NF4 embedding is written under /quantized/embedding.weight (not /model) and read
+// back into the embedding: same bytes, identical logits. C = 72 so rows straddle NF4 blocks.
+TEST(ModelIO, Nf4EmbeddingRoundTrip) {
+  test::ScratchDir dir;
+  ModelConfig cfg = tiny();
+  cfg.d_model = 72;
+  HybridLM a(cfg, DType::F32);
+  a.init(7, /*quantize_linears=*/true);  // streaming QLoRA init: linears and embedding NF4
+  ASSERT_TRUE(a.embedding.is_quantized());
+  {
+    H5File f = H5File::create(dir.file("e.h5"));
+    write_model(f, a, ModelSaveMode::Full);
+    f.close();
+  }
+  H5File f = H5File::open_read(dir.file("e.h5"));
+  EXPECT_TRUE(f.is_group("/quantized/embedding.weight"));
+  EXPECT_EQ(f.int_attr("/quantized/embedding.weight", "rows"), 16);
+  EXPECT_EQ(f.int_attr("/quantized/embedding.weight", "cols"), 72);
+  EXPECT_FALSE(f.exists("/model/embedding.weight"));
+
+  HybridLM b(cfg, DType::F32);  // float32 everywhere until the file says otherwise
+  ModelLoadReport rep = read_model(f, b, /*require_all=*/true);
+  ASSERT_TRUE(b.embedding.is_quantized());
+  EXPECT_TRUE(b.embedding.weight.is_meta());
+  EXPECT_FALSE(b.embedding.weight.requires_grad());
+  EXPECT_EQ(b.embedding.quantized()->packed, a.embedding.quantized()->packed);
+  EXPECT_EQ(b.embedding.quantized()->absmax_codes, a.embedding.quantized()->absmax_codes);
+  EXPECT_EQ(rep.quantized, 1 + 4 + 1 + 2 * 2);  // embedding + 4 Mamba + router + 2 experts x 2
+  expect_identical(logits_of(a), logits_of(b));
+}
+
+// A checkpoint holding the table in float32 (qlora.quantize_embedding: false, or written before
+// the embedding could be NF4) loads as written into a model that had quantized its own.
+TEST(ModelIO, FloatEmbeddingInTheFileWinsOverOneTheModelQuantized) {
+  test::ScratchDir dir;
+  LoraConfig lora;
+  lora.enabled = true;
+  lora.r = 4;
+  QloraConfig keep;
+  keep.enabled = true;
+  keep.quantize_embedding = false;
+  HybridLM a(tiny(), DType::F32);
+  a.init(8);
+  apply_lora(a, lora, keep, 5);
+  ASSERT_FALSE(a.embedding.is_quantized());
+  {
+    H5File f = H5File::create(dir.file("f.h5"));
+    write_model(f, a, ModelSaveMode::Full);
+    f.close();
+  }
+  QloraConfig q;
+  q.enabled = true;  // quantize_embedding defaults to true
+  HybridLM b(tiny(), DType::F32);
+  apply_lora(b, lora, q, 5);  // as load_model_from_checkpoint: apply_lora, then read_model
+  ASSERT_TRUE(b.embedding.is_quantized());
+  H5File f = H5File::open_read(dir.file("f.h5"));
+  read_model(f, b, /*require_all=*/true);
+  EXPECT_FALSE(b.embedding.is_quantized());
+  EXPECT_FALSE(b.embedding.weight.requires_grad());
+  EXPECT_EQ(b.embedding.weight.to_double_vector(), a.embedding.weight.to_double_vector());
+  expect_identical(logits_of(a), logits_of(b));
+}
+
 TEST(ModelIO, MissingParameterIsReportedByName) {
   test::ScratchDir dir;
   HybridLM a(tiny(), DType::F32);

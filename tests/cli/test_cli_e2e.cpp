@@ -262,6 +262,12 @@ TEST(CliE2E, QloraAdapterGenerateAndMerge) {
   Result quant = magellan(tmp.path, {"quantize", "--checkpoint", "base_run", "-o", "base_nf4.h5", "--quiet"});
   ASSERT_EQ(quant.rc, 0) << quant.show();
   ASSERT_TRUE(fs::exists(tmp.path / "base_nf4.h5")) << quant.show();
+  // The tied embedding is NF4 too (qlora.quantize_embedding's default), unless kept.
+  EXPECT_NE(quant.out.find("and the embedding"), std::string::npos) << quant.show();
+  Result keep = magellan(tmp.path, {"quantize", "--checkpoint", "base_run", "-o", "base_keep.h5", "--keep-embedding",
+                                    "--quiet"});
+  ASSERT_EQ(keep.rc, 0) << keep.show();
+  EXPECT_NE(keep.out.find("kept float32 (--keep-embedding)"), std::string::npos) << keep.show();
 
   write_text(tmp.path / "qlora.yaml",
              tiny_yaml(6) + "qlora:\n  enabled: true\n  base_checkpoint: base_nf4.h5\n"
@@ -291,6 +297,7 @@ TEST(CliE2E, QloraAdapterGenerateAndMerge) {
 
   Result merge = magellan(tmp.path, {"merge-lora", "--checkpoint", adapter, "-o", "merged.h5"});
   ASSERT_EQ(merge.rc, 0) << merge.show();
+  EXPECT_NE(merge.out.find("the embedding stays NF4"), std::string::npos) << merge.show();
   Result g_merged = generate({"--checkpoint", "merged.h5"});
   ASSERT_EQ(g_merged.rc, 0) << g_merged.show();
   EXPECT_EQ(ints_in(g_merged.out), ids) << g_adapter.show() << g_merged.show();

@@ -50,6 +50,7 @@ TEST(ConfigDefaults, EmptyFileGivesTheDocumentedDefaults) {
   EXPECT_TRUE(c.lora.trainable.empty());
   EXPECT_FALSE(c.qlora.enabled);
   EXPECT_FALSE(c.qlora.base_checkpoint.has_value());
+  EXPECT_TRUE(c.qlora.quantize_embedding);
 
   const OptimizerConfig& o = c.optimizer;
   EXPECT_EQ(o.name, OptimizerKind::AdamW);

@@ -65,6 +65,8 @@ TEST(ConfigErrors, WrongTypeSaysWhatWasExpectedAndFound) {
                {"t.yaml:2", "optimizer.lr", "expected a number > 0", "got 'fast'"});
   expect_error([] { load_config_text("lora:\n  enabled: yes\n", "t.yaml"); },
                {"t.yaml:2", "lora.enabled", "expected true or false", "got 'yes'"});
+  expect_error([] { load_config_text("qlora:\n  quantize_embedding: 0\n", "t.yaml"); },
+               {"t.yaml:2", "qlora.quantize_embedding", "expected true or false", "got '0'"});
   expect_error([] { load_config_text("lora:\n  target_modules: in_proj\n", "t.yaml"); },
                {"t.yaml:2", "lora.target_modules", "expected a list of strings"});
   expect_error([] { load_config_text("lora:\n  target_modules: [in_proj, [x]]\n", "t.yaml"); },

@@ -56,7 +56,7 @@ ExperimentConfig everything_changed() {
   m.tie_embeddings = false;
   m.norm_eps = 1e-6;
   c.lora = {true, 7, 14.5, 0.05, true, {"in_proj", "layers.*.x_proj", "*gate*"}, {"norm", "lm_head"}};
-  c.qlora = {true, "/abs/path with spaces/base.h5"};
+  c.qlora = {true, "/abs/path with spaces/base.h5", /*quantize_embedding=*/false};
   OptimizerConfig& o = c.optimizer;
   o.name = OptimizerKind::Sgd;
   o.lr = 0.123456789012345678;
@@ -133,6 +133,17 @@ TEST(ConfigRoundTrip, ResolvedYamlReloadsFromAnotherDirectory) {
   EXPECT_TRUE(load_config(written).config == l.config);
 }
 
+TEST(ConfigRoundTrip, QloraQuantizeEmbeddingParsesAndRoundTrips) {
+  const ExperimentConfig c =
+      load_config_text("lora:\n  enabled: true\nqlora:\n  enabled: true\n  quantize_embedding: false\n", "t.yaml")
+          .config;
+  EXPECT_FALSE(c.qlora.quantize_embedding);
+  const std::string yaml = to_yaml(c);
+  EXPECT_NE(yaml.find("\n  quantize_embedding: false"), std::string::npos) << yaml;
+  EXPECT_FALSE(reload(c).qlora.quantize_embedding);
+  EXPECT_TRUE(reload(ExperimentConfig{}).qlora.quantize_embedding);
+}
+
 TEST(ConfigRoundTrip, WritesEveryKeyOnce) {
   std::string yaml = to_yaml(ExperimentConfig{});
   for (const auto& path : config_key_paths()) {
@@ -142,7 +153,7 @@ TEST(ConfigRoundTrip, WritesEveryKeyOnce) {
     size_t first = yaml.find(needle);
     EXPECT_NE(first, std::string::npos) << "to_yaml lacks " << path;
   }
-  EXPECT_EQ(config_key_paths().size(), 68u) << "a key was added or removed: update docs/config.md";
+  EXPECT_EQ(config_key_paths().size(), 69u) << "a key was added or removed: update docs/config.md";
 }
 
 }  // namespace

@@ -191,7 +191,8 @@ TEST(Lora, QloraFreezesAllButAdaptersAndListedParams) {
   LoraConfig l = lora_on({"in_proj"});
   l.trainable = {"norm"};
   LoraReport rep = apply_lora(*m, l, qlora_on(), 1);
-  EXPECT_EQ(rep.quantized, 13);
+  EXPECT_EQ(rep.quantized, 14);  // 13 Linears + the tied embedding
+  EXPECT_TRUE(rep.embedding_quantized);
   std::vector<std::string> got;
   for (auto& [n, p] : trainable_parameters(*m)) got.push_back(n);
   std::sort(got.begin(), got.end());
@@ -227,6 +228,72 @@ TEST(Lora, MakingAnNF4WeightTrainableIsAnError) {
   EXPECT_TRUE(f->find_parameter("layers.0.mixer.in_proj.weight")->requires_grad());
 }
 
+TEST(Lora, QloraQuantizesTheTiedEmbeddingUnlessTold) {
+  for (bool quantize_embedding : {true, false}) {
+    SCOPED_TRACE(quantize_embedding ? "quantize_embedding: true" : "quantize_embedding: false");
+    auto m = make_model(4);
+    const std::vector<double> table = m->embedding.weight.to_double_vector();
+    QloraConfig q = qlora_on();
+    q.quantize_embedding = quantize_embedding;
+    LoraReport rep = apply_lora(*m, lora_on({"in_proj"}), q, 1);
+    EXPECT_EQ(rep.embedding_quantized, quantize_embedding);
+    EXPECT_EQ(rep.quantized, quantize_embedding ? 14 : 13);
+    EXPECT_EQ(m->embedding.is_quantized(), quantize_embedding);
+    EXPECT_EQ(m->embedding.weight.is_meta(), quantize_embedding);
+    EXPECT_FALSE(m->embedding.weight.requires_grad()) << "frozen either way";
+    EXPECT_EQ(rep.summary().find("embedding included") != std::string::npos, quantize_embedding) << rep.summary();
+    if (quantize_embedding) {
+      // The NF4 table is the quantization of the float one it replaced.
+      const std::vector<float> back = nf4_dequantize(*m->embedding.quantized());
+      double max_err = 0;
+      for (size_t i = 0; i < back.size(); ++i) max_err = std::max(max_err, std::abs(back[i] - table[i]));
+      EXPECT_GT(max_err, 0.0);
+      EXPECT_LT(max_err, 0.02);  // NF4 of N(0, 0.02) values
+    } else {
+      EXPECT_EQ(m->embedding.weight.to_double_vector(), table);
+    }
+  }
+  // Without qlora.enabled the option does nothing.
+  auto m = make_model(4);
+  apply_lora(*m, lora_on({"in_proj"}), QloraConfig{}, 1);
+  EXPECT_FALSE(m->embedding.is_quantized());
+}
+
+TEST(Lora, TrainingAnNF4EmbeddingIsAnErrorThatNamesTheOption) {
+  auto m = make_model(4);
+  LoraConfig l = lora_on({"in_proj"});
+  l.trainable = {"embedding.weight"};
+  try {
+    apply_lora(*m, l, qlora_on(), 1);
+    FAIL() << "no error for a trainable NF4 embedding";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("'embedding.weight'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("qlora.quantize_embedding: false"), std::string::npos) << msg;
+  }
+  EXPECT_FALSE(m->embedding.is_quantized()) << "changed before the error";
+  for (auto& [n, lin] : linears_of(*m)) EXPECT_FALSE(lin->is_quantized()) << n << ": changed before the error";
+
+  // With quantize_embedding: false the same request trains the float32 table.
+  QloraConfig q = qlora_on();
+  q.quantize_embedding = false;
+  LoraReport rep = apply_lora(*m, l, q, 1);
+  EXPECT_FALSE(m->embedding.is_quantized());
+  EXPECT_TRUE(m->embedding.weight.requires_grad());
+  EXPECT_EQ(rep.quantized, 13);
+
+  // A table that is already NF4 (loaded so) cannot be made float by the option: the error
+  // says where the NF4 came from.
+  auto n = make_model(4);
+  n->embedding.quantize();
+  try {
+    apply_lora(*n, l, q, 1);
+    FAIL() << "no error for a trainable embedding loaded as NF4";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--keep-embedding"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Lora, AdaptersAreDeterministicFromTheSeed) {
   auto a = make_model(1), b = make_model(1), c = make_model(1);
   apply_lora(*a, lora_on(kAllLinears), qlora_on(), 42);
@@ -248,6 +315,7 @@ TEST(Lora, UntiedHeadStaysFloatUnderQloraAndIsNoTarget) {
   apply_lora(*m, l, qlora_on(), 1);
   EXPECT_FALSE(m->lm_head->is_quantized());
   EXPECT_TRUE(m->lm_head->weight.requires_grad());
+  EXPECT_TRUE(m->embedding.is_quantized()) << "the untied input embedding follows qlora.quantize_embedding";
   EXPECT_EQ(logits_of(*m, random_ids(1, 4, 32, 2)).numel(), 4 * 32);
 }
 
@@ -265,11 +333,16 @@ TEST(Lora, QloraFineTuneLowersLossAndTouchesOnlyAdapters) {
   apply_lora(*m, lora_on(kAllLinears, /*r=*/4, /*alpha=*/8.0), qlora_on(), 3);
   const Tensor tok = random_ids(2, 16, 32, 7), tgt = random_ids(2, 16, 32, 8);
 
-  std::map<std::string, std::vector<uint8_t>> nf4_before;  // codes, then absmax codes
-  for (auto& [n, l] : linears_of(*m)) {
-    nf4_before[n] = l->quantized()->packed;
-    nf4_before[n].insert(nf4_before[n].end(), l->quantized()->absmax_codes.begin(), l->quantized()->absmax_codes.end());
-  }
+  // Codes, then absmax codes, of every NF4 weight: the Linears and the tied embedding.
+  auto nf4_bytes_of = [](const NF4Weight& q) {
+    std::vector<uint8_t> b = q.packed;
+    b.insert(b.end(), q.absmax_codes.begin(), q.absmax_codes.end());
+    return b;
+  };
+  std::map<std::string, std::vector<uint8_t>> nf4_before;
+  for (auto& [n, l] : linears_of(*m)) nf4_before[n] = nf4_bytes_of(*l->quantized());
+  ASSERT_TRUE(m->embedding.is_quantized());
+  nf4_before["embedding"] = nf4_bytes_of(*m->embedding.quantized());
   std::map<std::string, std::vector<double>> frozen_before;
   for (auto& [n, p] : m->named_parameters())
     if (!p.is_meta() && !is_adapter_param(n)) frozen_before[n] = p.to_double_vector();
@@ -302,11 +375,8 @@ TEST(Lora, QloraFineTuneLowersLossAndTouchesOnlyAdapters) {
   EXPECT_GT(first, 3.0);  // random targets, random logits: about ln 32 or more
   EXPECT_LT(last, 0.1 * first) << "from " << first;  // measured: 4.2 -> 0.13
 
-  for (auto& [n, l] : linears_of(*m)) {
-    std::vector<uint8_t> now = l->quantized()->packed;
-    now.insert(now.end(), l->quantized()->absmax_codes.begin(), l->quantized()->absmax_codes.end());
-    EXPECT_EQ(now, nf4_before[n]) << n << ": NF4 bytes changed";
-  }
+  for (auto& [n, l] : linears_of(*m)) EXPECT_EQ(nf4_bytes_of(*l->quantized()), nf4_before[n]) << n << ": NF4 bytes changed";
+  EXPECT_EQ(nf4_bytes_of(*m->embedding.quantized()), nf4_before["embedding"]) << "NF4 embedding changed";
   for (auto& [n, p] : m->named_parameters()) {
     if (p.is_meta() || is_adapter_param(n)) continue;
     EXPECT_EQ(p.to_double_vector(), frozen_before[n]) << n << " changed";

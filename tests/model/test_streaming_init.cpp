@@ -1,6 +1,7 @@
 // Streaming QLoRA init (HybridLM::init(seed, quantize_linears=true)) against the two-pass
-// reference init(seed) + quantize_base on the same Linears apply_lora quantizes, and the lazy
-// (mmapped) Storage it relies on to keep a large model's float32 weights off the RSS.
+// reference init(seed) + quantize_base on the same Linears apply_lora quantizes (+ quantize()
+// on the embedding, unless told not to), and the lazy (mmapped) Storage it relies on to keep a
+// large model's float32 weights off the RSS.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -34,9 +35,23 @@ int64_t first_mismatch(const std::vector<T>& a, const std::vector<T>& b) {
   return -1;
 }
 
-void expect_same_model(HybridLM& reference, HybridLM& streamed, bool untied_head) {
-  // Every Linear: same NF4 codes, absmax codes, scales and offset (quantization is
-  // deterministic, so equal inputs give bit-equal outputs).
+// Same NF4 codes, absmax codes, scales and offset (quantization is deterministic, so equal
+// inputs give bit-equal outputs).
+void expect_same_nf4(const std::string& name, const NF4Weight& qa, const NF4Weight& qb) {
+  EXPECT_EQ(first_mismatch(qa.packed, qb.packed), -1) << name << " packed codes differ";
+  EXPECT_EQ(first_mismatch(qa.absmax_codes, qb.absmax_codes), -1) << name << " absmax codes differ";
+  EXPECT_EQ(first_mismatch(qa.absmax_scales, qb.absmax_scales), -1) << name << " absmax scales differ";
+  EXPECT_EQ(qa.absmax_offset, qb.absmax_offset) << name;
+}
+
+void expect_same_model(HybridLM& reference, HybridLM& streamed, bool untied_head, bool nf4_embedding = true) {
+  // The embedding, and every Linear but lm_head: the same NF4 bytes.
+  ASSERT_EQ(reference.embedding.is_quantized(), nf4_embedding);
+  ASSERT_EQ(streamed.embedding.is_quantized(), nf4_embedding);
+  if (nf4_embedding) {
+    expect_same_nf4("embedding", *reference.embedding.quantized(), *streamed.embedding.quantized());
+    EXPECT_TRUE(streamed.embedding.weight.is_meta()) << "the float table must be freed";
+  }
   std::vector<std::pair<std::string, Linear*>> ref_l, str_l;
   visit_linears(reference, [&](const std::string& n, Linear& l) { ref_l.emplace_back(n, &l); });
   visit_linears(streamed, [&](const std::string& n, Linear& l) { str_l.emplace_back(n, &l); });
@@ -51,16 +66,13 @@ void expect_same_model(HybridLM& reference, HybridLM& streamed, bool untied_head
     }
     ASSERT_TRUE(a.is_quantized() && b.is_quantized()) << name;
     ++quantized;
-    const NF4Weight &qa = *a.quantized(), &qb = *b.quantized();
-    EXPECT_EQ(first_mismatch(qa.packed, qb.packed), -1) << name << " packed codes differ";
-    EXPECT_EQ(first_mismatch(qa.absmax_codes, qb.absmax_codes), -1) << name << " absmax codes differ";
-    EXPECT_EQ(first_mismatch(qa.absmax_scales, qb.absmax_scales), -1) << name << " absmax scales differ";
-    EXPECT_EQ(qa.absmax_offset, qb.absmax_offset) << name;
+    expect_same_nf4(name, *a.quantized(), *b.quantized());
     EXPECT_TRUE(b.weight.is_meta()) << name << ": the float weight must be freed";
   }
   EXPECT_GT(quantized, 10);
   EXPECT_EQ(untied_head, reference.lm_head != nullptr);
-  // Every float parameter left (embedding, norms, conv, biases, A_log, D, lm_head): bit-equal.
+  // Every float parameter left (norms, conv, biases, A_log, D, lm_head; the embedding when it
+  // stays float32): bit-equal.
   auto pa = reference.named_parameters(), pb = streamed.named_parameters();
   ASSERT_EQ(pa.size(), pb.size());
   int compared = 0;
@@ -78,17 +90,20 @@ void expect_same_model(HybridLM& reference, HybridLM& streamed, bool untied_head
 }
 
 TEST(StreamingInit, EqualsInitThenQuantize) {
-  for (bool tie : {true, false}) {
-    ModelConfig cfg = small_config();
-    cfg.tie_embeddings = tie;
-    HybridLM reference(cfg), streamed(cfg);
-    reference.init(1234);
-    visit_linears(reference, [](const std::string& n, Linear& l) {
-      if (n != "lm_head") l.quantize_base();
-    });
-    streamed.init(1234, /*quantize_linears=*/true);
-    expect_same_model(reference, streamed, !tie);
-  }
+  for (bool tie : {true, false})
+    for (bool nf4_embedding : {true, false}) {
+      SCOPED_TRACE(::testing::Message() << "tied " << tie << ", NF4 embedding " << nf4_embedding);
+      ModelConfig cfg = small_config();
+      cfg.tie_embeddings = tie;
+      HybridLM reference(cfg), streamed(cfg);
+      reference.init(1234);
+      if (nf4_embedding) reference.embedding.quantize();
+      visit_linears(reference, [](const std::string& n, Linear& l) {
+        if (n != "lm_head") l.quantize_base();
+      });
+      streamed.init(1234, /*quantize_linears=*/true, /*quantize_embedding=*/nf4_embedding);
+      expect_same_model(reference, streamed, !tie, nf4_embedding);
+    }
 }
 
 TEST(StreamingInit, ApplyLoraAfterwardsMatchesTwoPass) {
