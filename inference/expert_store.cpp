@@ -87,34 +87,32 @@ void encode_matrix(ExpertPayload p, const NF4Weight* q, const float* dense, int6
   std::memcpy(s + 4 * q->absmax_scales.size(), &q->absmax_offset, 4);
 }
 
-// One matrix from `rec` into `l`: an NF4 base (filled in place when `l` already holds one of
-// this shape, as a recycled expert does), or a float32 weight from f16. Returns bytes used.
-int64_t decode_matrix(ExpertPayload p, const uint8_t* rec, Linear& l) {
-  const int64_t rows = l.out_features, cols = l.in_features;
-  if (p == ExpertPayload::F16) {
-    const auto* h = reinterpret_cast<const uint16_t*>(rec);
-    float* w = l.weight.data<float>();
-    for (int64_t i = 0; i < rows * cols; ++i) w[i] = half_to_float(h[i]);
-    return 2 * rows * cols;
+// Where each byte of a record goes: the arrays of the expert's matrices in record order
+// (nf4: packed, absmax_codes, padding, absmax_scales, absmax_offset; f16: halves that widen
+// into the float32 weight). `to_float`: the segment's bytes are halves to widen.
+struct Segment {
+  uint8_t* dst;  // null: padding, skipped
+  int64_t bytes;
+  bool to_float = false;
+};
+
+std::vector<Segment> record_segments(ExpertPayload p, Expert& ex) {
+  std::vector<Segment> segs;
+  for (Linear* l : {&ex.up, &ex.down, ex.gate.get()}) {
+    if (!l) continue;
+    if (p == ExpertPayload::F16) {
+      segs.push_back({reinterpret_cast<uint8_t*>(l->weight.data<float>()), 2 * l->weight.numel(), true});
+      continue;
+    }
+    NF4Weight& q = *l->quantized();
+    const int64_t head = static_cast<int64_t>(q.packed.size() + q.absmax_codes.size());
+    segs.push_back({q.packed.data(), static_cast<int64_t>(q.packed.size())});
+    segs.push_back({q.absmax_codes.data(), static_cast<int64_t>(q.absmax_codes.size())});
+    segs.push_back({nullptr, align4(head) - head});
+    segs.push_back({reinterpret_cast<uint8_t*>(q.absmax_scales.data()), 4 * static_cast<int64_t>(q.absmax_scales.size())});
+    segs.push_back({reinterpret_cast<uint8_t*>(&q.absmax_offset), 4});
   }
-  std::shared_ptr<NF4Weight> q = l.quantized();
-  const bool fresh = !q;
-  if (fresh) {
-    q = std::make_shared<NF4Weight>();
-    q->rows = rows, q->cols = cols;
-    q->packed.resize(static_cast<size_t>((q->numel() + 1) / 2));
-    q->absmax_codes.resize(static_cast<size_t>(q->n_blocks()));
-    q->absmax_scales.resize(static_cast<size_t>(q->n_absmax_blocks()));
-  }
-  const int64_t packed = static_cast<int64_t>(q->packed.size()), nb = static_cast<int64_t>(q->absmax_codes.size());
-  const int64_t nab = static_cast<int64_t>(q->absmax_scales.size());
-  std::memcpy(q->packed.data(), rec, static_cast<size_t>(packed));
-  std::memcpy(q->absmax_codes.data(), rec + packed, static_cast<size_t>(nb));
-  const uint8_t* s = rec + align4(packed + nb);
-  std::memcpy(q->absmax_scales.data(), s, static_cast<size_t>(4 * nab));
-  std::memcpy(&q->absmax_offset, s + 4 * nab, 4);
-  if (fresh) l.set_quantized(std::move(q));
-  return nf4_record_bytes(rows, cols);
+  return segs;
 }
 
 // The MoE layer indices of a config ('E' in layer_pattern).
@@ -358,35 +356,80 @@ const ExpertStoreEntry& ExpertStore::entry(int layer, int expert) const {
   throw Error(fmt::format("[experts] {} has no expert {} for layer {}", path_, expert, layer));
 }
 
-int64_t ExpertStore::read(const ExpertStoreEntry& e, void* buf) const {
-  const int64_t want = align_up(e.bytes);  // whole aligned blocks (O_DIRECT)
-  int64_t done = 0;
-  while (done < want) {
-    const ssize_t r = ::pread(fd_, static_cast<uint8_t*>(buf) + done, static_cast<size_t>(want - done), e.offset + done);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0)
-      throw Error(fmt::format("[experts] reading expert {} of layer {} from {} failed: {}", e.expert, e.layer, path_,
-                              r == 0 ? "unexpected end of file" : std::strerror(errno)));
-    done += r;
+std::shared_ptr<Expert> ExpertStore::new_expert(ExpertMlp mlp) const {
+  // nf4: meta Linears given NF4 bases of the right sizes; f16: float32 Linears.
+  const bool nf4 = payload_ == ExpertPayload::NF4;
+  auto ex = std::make_shared<Expert>(C_, F_, mlp, DType::F32, /*meta=*/nf4);
+  for (Linear* l : {&ex->up, &ex->down, ex->gate.get()}) {
+    if (!l) continue;
+    l->weight.set_requires_grad(false);
+    if (!nf4) continue;
+    auto q = std::make_shared<NF4Weight>();
+    q->rows = l->out_features, q->cols = l->in_features;
+    q->packed.resize(static_cast<size_t>((q->numel() + 1) / 2));
+    q->absmax_codes.resize(static_cast<size_t>(q->n_blocks()));
+    q->absmax_scales.resize(static_cast<size_t>(q->n_absmax_blocks()));
+    l->set_quantized(std::move(q));
   }
-  return done;
-}
-
-std::shared_ptr<Expert> ExpertStore::decode(const void* record, ExpertMlp mlp) const {
-  // NF4: meta Linears that take NF4 bases; f16: float32 Linears filled from the halves.
-  auto ex = std::make_shared<Expert>(C_, F_, mlp, DType::F32, /*meta=*/payload_ == ExpertPayload::NF4);
-  ex->visit_parameters([](const std::string&, Tensor& t) {
-    if (!t.is_meta()) t.set_requires_grad(false);
-  });
-  decode_into(record, *ex);
   return ex;
 }
 
-void ExpertStore::decode_into(const void* record, Expert& ex) const {
-  const auto* p = static_cast<const uint8_t*>(record);
-  p += decode_matrix(payload_, p, ex.up);
-  p += decode_matrix(payload_, p, ex.down);
-  if (ex.gate) decode_matrix(payload_, p, *ex.gate);
+namespace {
+// Reads exactly n bytes at `offset` (looping over short reads); throws naming the expert.
+void pread_full(int fd, void* dst, int64_t n, int64_t offset, const ExpertStoreEntry& e, const std::string& path) {
+  for (int64_t got = 0; got < n;) {
+    const ssize_t r = ::pread(fd, static_cast<uint8_t*>(dst) + got, static_cast<size_t>(n - got), offset + got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0)
+      throw Error(fmt::format("[experts] reading expert {} of layer {} from {} failed: {}", e.expert, e.layer, path,
+                              r == 0 ? "unexpected end of file" : std::strerror(errno)));
+    got += r;
+  }
+}
+}  // namespace
+
+int64_t ExpertStore::read_into(const ExpertStoreEntry& e, Expert& dst, void* chunk, int64_t chunk_bytes) const {
+  MG_CHECK(chunk_bytes > 0 && chunk_bytes % kExpertStoreAlign == 0, "[experts] read chunk of {} bytes is not a "
+           "multiple of {}", chunk_bytes, kExpertStoreAlign);
+  const std::vector<Segment> segs = record_segments(payload_, dst);
+  if (!direct_ && payload_ == ExpertPayload::NF4) {
+    // Buffered: the kernel copies straight from the page cache into the expert's arrays (one
+    // copy instead of two); sequential preads over the contiguous record.
+    int64_t at = e.offset;
+    for (const Segment& s : segs) {
+      if (s.dst) pread_full(fd_, s.dst, s.bytes, at, e, path_);
+      at += s.bytes;
+    }
+    MG_CHECK(at - e.offset == e.bytes, "[experts] {}: record of expert {} in layer {} does not match its matrices",
+             path_, e.expert, e.layer);
+    return e.bytes;
+  }
+  // O_DIRECT (or f16, which widens): aligned chunks, each scattered into the expert's arrays.
+  size_t seg = 0;
+  int64_t seg_done = 0;  // bytes of segs[seg] already filled
+  const int64_t total = align_up(e.bytes);  // whole aligned blocks (O_DIRECT)
+  for (int64_t done = 0; done < total;) {
+    const int64_t want = std::min(chunk_bytes, total - done);
+    pread_full(fd_, chunk, want, e.offset + done, e, path_);
+    const uint8_t* src = static_cast<const uint8_t*>(chunk);
+    for (int64_t left = want; left > 0 && seg < segs.size();) {  // the padding after the record is dropped
+      const Segment& s = segs[seg];
+      const int64_t n = std::min(left, s.bytes - seg_done);
+      if (s.dst && s.to_float) {  // halves never straddle a chunk: offsets and chunks are even
+        const auto* h = reinterpret_cast<const uint16_t*>(src);
+        float* f = reinterpret_cast<float*>(s.dst) + seg_done / 2;
+        for (int64_t i = 0; i < n / 2; ++i) f[i] = half_to_float(h[i]);
+      } else if (s.dst) {
+        std::memcpy(s.dst + seg_done, src, static_cast<size_t>(n));
+      }
+      src += n, left -= n, seg_done += n;
+      if (seg_done == s.bytes) ++seg, seg_done = 0;
+    }
+    done += want;
+  }
+  MG_CHECK(seg == segs.size(), "[experts] {}: record of expert {} in layer {} is shorter than its matrices", path_,
+           e.expert, e.layer);
+  return total;
 }
 
 int64_t ExpertStore::decoded_bytes() const {

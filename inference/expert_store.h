@@ -83,7 +83,7 @@ class ExpertStore {
   const ExpertStoreSource& source() const { return source_; }
   bool direct_io() const { return direct_; }
   int64_t total_record_bytes() const;  // sum of unpadded record sizes (the experts' bytes)
-  // Largest padded record: the size of a read buffer.
+  // Largest padded record: what one expert read takes from disk.
   int64_t max_read_bytes() const { return max_read_bytes_; }
 
   // Throws, naming the store and the differing field, unless it holds exactly the experts of
@@ -91,14 +91,17 @@ class ExpertStore {
   void check_matches(const ModelConfig& cfg) const;
 
   const ExpertStoreEntry& entry(int layer, int expert) const;  // throws if absent
-  // One pread of the padded record into `buf` (aligned to kExpertStoreAlign, at least
-  // max_read_bytes()); returns the bytes read from disk.
-  int64_t read(const ExpertStoreEntry& e, void* buf) const;
-  // An Expert module holding the record's weights (NF4 Linears, or float32 from f16).
-  std::shared_ptr<Expert> decode(const void* record, ExpertMlp mlp) const;
-  // The same into an expert decode() made earlier (a cache recycling an evicted expert's
-  // memory): no allocation, no page faults.
-  void decode_into(const void* record, Expert& expert) const;
+
+  // An expert of the store's shapes, its weights allocated but not yet read (NF4 Linears, or
+  // float32 ones for the f16 payload): what read_into fills.
+  std::shared_ptr<Expert> new_expert(ExpertMlp mlp) const;
+  // Reads record `e` into `dst` (made by new_expert; a cache reuses an evicted one), as one
+  // sequential pass over the contiguous record. Buffered nf4: preads straight into the
+  // expert's arrays. O_DIRECT (and f16): aligned preads of `chunk_bytes` (a multiple of
+  // kExpertStoreAlign) into `chunk` (aligned to it), each scattered into the arrays, so the
+  // only buffer besides the expert is one chunk. Returns the bytes read from the file.
+  int64_t read_into(const ExpertStoreEntry& e, Expert& dst, void* chunk, int64_t chunk_bytes) const;
+  static constexpr int64_t kReadChunkBytes = int64_t{1} << 20;  // 1 MiB: full disk speed here
   // Memory the decoded expert takes (what a cache of decoded experts counts).
   int64_t decoded_bytes() const;
   // Asks the kernel to drop this file's cached pages (posix_fadvise DONTNEED), so that the

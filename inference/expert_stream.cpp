@@ -23,7 +23,7 @@ std::string ExpertStreamStats::summary() const {
   auto pct = [&](int64_t n) { return requests ? 100.0 * static_cast<double>(n) / static_cast<double>(requests) : 0.0; };
   return fmt::format(
       "experts: {} requests, cache hit rate {:.1f}% ({:.1f}% cached, {:.1f}% prefetched), {:.1f}% read on demand\n"
-      "reads: {} ({:.1f} MiB, {:.0f} MiB/s inside pread); prefetch {} issued, {} unused; model waited {:.2f} s\n"
+      "reads: {} ({:.1f} MiB, {:.0f} MiB/s per reading thread); prefetch {} issued, {} unused; model waited {:.2f} s\n"
       "cache: peak {:.1f} MiB of a {:.1f} MiB budget, {} evictions",
       requests, 100.0 * hit_rate(), pct(hits), pct(prefetch_hits), pct(misses), reads, mib(bytes_read),
       read_s > 0 ? mib(bytes_read) / read_s : 0.0, prefetches, prefetch_unused, wait_s, mib(peak_cache_bytes),
@@ -31,7 +31,7 @@ std::string ExpertStreamStats::summary() const {
 }
 
 ExpertStream::ExpertStream(std::shared_ptr<const ExpertStore> store, const ModelConfig& cfg, ExpertStreamOptions opts)
-    : store_(std::move(store)), mlp_(cfg.expert_mlp), opts_(opts) {
+    : store_(std::move(store)), mlp_(cfg.expert_mlp), opts_(opts), n_layers_(cfg.n_layers()) {
   store_->check_matches(cfg);
   expert_bytes_ = store_->decoded_bytes();
   capacity_ = static_cast<int>(std::min<int64_t>(opts.cache_bytes / expert_bytes_, 1 << 20));
@@ -54,23 +54,38 @@ ExpertStream::~ExpertStream() {
   for (auto& t : threads_) t.join();
 }
 
-bool ExpertStream::reserve(std::unique_lock<std::mutex>& lock, bool wait, std::shared_ptr<Expert>* recycled) {
+int64_t ExpertStream::next_use_distance(int entry_layer, int layer) const {
+  // Layers ahead of `layer` in decode order come sooner; `layer` itself (its other experts)
+  // and the layers just done come last: their next use is in the next token.
+  return (entry_layer - layer - 1 + n_layers_) % n_layers_ + 1;
+}
+
+bool ExpertStream::reserve(std::unique_lock<std::mutex>& lock, bool wait, std::shared_ptr<Expert>* recycled,
+                           int layer) {
   for (;;) {
     if (used_bytes_ + expert_bytes_ <= opts_.cache_bytes) {
       used_bytes_ += expert_bytes_;
       stats_.peak_cache_bytes = std::max(stats_.peak_cache_bytes, used_bytes_);
       return true;
     }
-    // Evict the least recently used entry that nobody holds or waits for; the new read takes
-    // over its memory and its share of the budget.
+    // Evict the idle entry (nobody holds or waits for it) whose next use is farthest away,
+    // the least recently used among equals; the new read takes over its memory and its share
+    // of the budget.
+    auto victim = lru_.rend();
+    int64_t victim_distance = -1;
     for (auto it = lru_.rbegin(); it != lru_.rend(); ++it) {
-      Entry& e = entries_.at(*it);
+      const Entry& e = entries_.at(*it);
       if (e.pins > 0 || e.expert.use_count() > 1) continue;
+      const int64_t d = next_use_distance(static_cast<int>(*it / store_->n_experts()), layer);
+      if (d > victim_distance) victim = it, victim_distance = d;
+    }
+    if (victim != lru_.rend()) {
+      Entry& e = entries_.at(*victim);
       if (e.from_prefetch && !e.used) ++stats_.prefetch_unused;
       ++stats_.evictions;
       *recycled = std::move(e.expert);
-      const Key k = *it;
-      lru_.erase(std::next(it).base());
+      const Key k = *victim;
+      lru_.erase(std::next(victim).base());
       entries_.erase(k);
       return true;
     }
@@ -98,22 +113,26 @@ std::vector<std::shared_ptr<const Expert>> ExpertStream::acquire(int layer, std:
            ids.size(), capacity_);
   const auto t0 = Clock::now();
   std::unique_lock<std::mutex> lock(mu_);
-  std::vector<Key> keys;
+  // Pin what is cached first, so that making room for the missing ones cannot evict it.
+  std::vector<Key> keys, missing;
   for (int32_t id : ids) {
     const Key k = key(layer, id);
     keys.push_back(k);
     ++stats_.requests;
     auto it = entries_.find(k);
-    if (it != entries_.end()) {
-      Entry& e = it->second;
-      ++(e.from_prefetch && !e.used ? stats_.prefetch_hits : stats_.hits);
-      e.used = true;
-      ++e.pins;
+    if (it == entries_.end()) {
+      missing.push_back(k);
       continue;
     }
+    Entry& e = it->second;
+    ++(e.from_prefetch && !e.used ? stats_.prefetch_hits : stats_.hits);
+    e.used = true;
+    ++e.pins;
+  }
+  for (Key k : missing) {
     ++stats_.misses;
     std::shared_ptr<Expert> recycled;
-    reserve(lock, /*wait=*/true, &recycled);  // may wait: the entries pinned so far stay
+    reserve(lock, /*wait=*/true, &recycled, layer);  // may wait; pinned entries stay
     Entry& e = start_read(k, /*from_prefetch=*/false, /*urgent=*/true, std::move(recycled));
     e.used = true;
     ++e.pins;
@@ -144,21 +163,28 @@ void ExpertStream::prefetch(int layer, std::span<const int32_t> ids) {
   unique.erase(std::unique(unique.begin(), unique.end()), unique.end());
   if (static_cast<int>(unique.size()) > capacity_) unique.resize(static_cast<size_t>(capacity_));
   std::unique_lock<std::mutex> lock(mu_);
+  // The guessed experts already cached are pinned while room is made for the others.
+  std::vector<Key> pinned, missing;
   for (int32_t id : unique) {
     const Key k = key(layer, id);
-    if (entries_.count(k)) continue;
+    auto it = entries_.find(k);
+    if (it == entries_.end()) missing.push_back(k);
+    else ++it->second.pins, pinned.push_back(k);
+  }
+  for (Key k : missing) {
     std::shared_ptr<Expert> recycled;
-    if (!reserve(lock, /*wait=*/false, &recycled)) return;  // no room now: a guess is not worth waiting for
+    if (!reserve(lock, /*wait=*/false, &recycled, layer)) break;  // no room now: a guess is not worth waiting for
     start_read(k, /*from_prefetch=*/true, /*urgent=*/false, std::move(recycled));
     ++stats_.prefetches;
   }
+  for (Key k : pinned) --entries_.at(k).pins;
 }
 
 void ExpertStream::io_loop() {
-  // One read buffer per thread, aligned for O_DIRECT, reused for every expert.
-  const size_t buf_bytes = static_cast<size_t>(store_->max_read_bytes());
-  std::unique_ptr<void, decltype(&std::free)> buf(std::aligned_alloc(kExpertStoreAlign, buf_bytes), &std::free);
-  MG_CHECK(buf, "[experts] cannot allocate a {:.1f} MiB read buffer", mib(static_cast<int64_t>(buf_bytes)));
+  // One chunk buffer per thread, aligned for O_DIRECT, reused for every read.
+  const int64_t chunk_bytes = ExpertStore::kReadChunkBytes;
+  std::unique_ptr<void, decltype(&std::free)> buf(std::aligned_alloc(kExpertStoreAlign, chunk_bytes), &std::free);
+  MG_CHECK(buf, "[experts] cannot allocate a {:.1f} MiB read buffer", mib(chunk_bytes));
   const int64_t E = store_->n_experts();
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
@@ -173,11 +199,10 @@ void ExpertStream::io_loop() {
     double read_s = 0;
     try {
       const ExpertStoreEntry& en = store_->entry(static_cast<int>(k / E), static_cast<int>(k % E));
+      if (!expert) expert = store_->new_expert(mlp_);
       const auto t0 = Clock::now();
-      bytes = store_->read(en, buf.get());
+      bytes = store_->read_into(en, *expert, buf.get(), chunk_bytes);
       read_s = seconds_since(t0);
-      if (expert) store_->decode_into(buf.get(), *expert);
-      else expert = store_->decode(buf.get(), mlp_);
     } catch (...) {
       error = std::current_exception();
     }
