@@ -1,7 +1,7 @@
 #pragma once
 // The expert store: every MoE expert of a checkpoint in one file, each expert one contiguous,
 // 4096-aligned record, so that streaming inference (inference/expert_stream.h) reads an expert
-// with a single pread (O_DIRECT-able). Full layout in docs/inference.md; in short, all
+// in one sequential pass (O_DIRECT-able). Full layout in docs/inference.md; in short, all
 // integers little-endian:
 //
 //   [0, 4096)       header: magic "MGEXPERT", version, payload kind, d_model C, expert_hidden

@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "util/memory.h"
+
 namespace mg {
 
 namespace {
@@ -21,13 +23,14 @@ double ExpertStreamStats::hit_rate() const {
 
 std::string ExpertStreamStats::summary() const {
   auto pct = [&](int64_t n) { return requests ? 100.0 * static_cast<double>(n) / static_cast<double>(requests) : 0.0; };
+  auto bytes = [](int64_t b) { return format_bytes(static_cast<double>(b)); };
   return fmt::format(
       "experts: {} requests, cache hit rate {:.1f}% ({:.1f}% cached, {:.1f}% prefetched), {:.1f}% read on demand\n"
-      "reads: {} ({:.1f} MiB, {:.0f} MiB/s per reading thread); prefetch {} issued, {} unused; model waited {:.2f} s\n"
-      "cache: peak {:.1f} MiB of a {:.1f} MiB budget, {} evictions",
-      requests, 100.0 * hit_rate(), pct(hits), pct(prefetch_hits), pct(misses), reads, mib(bytes_read),
-      read_s > 0 ? mib(bytes_read) / read_s : 0.0, prefetches, prefetch_unused, wait_s, mib(peak_cache_bytes),
-      mib(budget_bytes), evictions);
+      "reads: {} ({}, {:.0f} MiB/s per reading thread); prefetch {} issued, {} unused; model waited {:.2f} s\n"
+      "cache: peak {} of a {} budget, {} evictions",
+      requests, 100.0 * hit_rate(), pct(hits), pct(prefetch_hits), pct(misses), reads, bytes(bytes_read),
+      read_s > 0 ? mib(bytes_read) / read_s : 0.0, prefetches, prefetch_unused, wait_s, bytes(peak_cache_bytes),
+      bytes(budget_bytes), evictions);
 }
 
 ExpertStream::ExpertStream(std::shared_ptr<const ExpertStore> store, const ModelConfig& cfg, ExpertStreamOptions opts)

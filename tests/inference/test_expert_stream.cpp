@@ -222,6 +222,25 @@ TEST(ExpertStream, DecodeLogitsAndTokensEqualTheResidentModel) {
   }
 }
 
+// Decoding visits the MoE layers in a cycle; with fewer cache slots than the experts a token
+// touches, LRU evicts exactly what comes back first and finds nothing cached. The cache's
+// farthest-next-use rule keeps a stable set resident instead.
+TEST(ExpertStream, EvictionKeepsExpertsOnACycleLongerThanTheCache) {
+  TempDir dir("stream_eviction");
+  ExperimentConfig cfg = tiny_config();
+  cfg.model.layer_pattern = "MEEEE";  // 4 MoE layers: with 2, LRU and this rule coincide
+  write_checkpoint(dir / "c.h5", cfg, /*nf4_experts=*/true);
+  export_expert_store(dir / "c.h5", dir / "c.experts", ExpertPayload::NF4, true);
+  const int64_t one = ExpertStore(dir / "c.experts", false).decoded_bytes();
+  // 5 slots; a token touches 4 layers x 2 experts = 8.
+  LoadedModel lm = load_model_from_checkpoint(dir / "c.h5", {}, streaming(dir / "c.experts", 5, false, false, one));
+  decode_logits(*lm.model, {1, 2, 3}, 60);
+  const ExpertStreamStats st = lm.experts->stats();
+  // About 3 of the 32 experts stay resident for good (plus repeats of the same layer's choice);
+  // LRU evicts each before its layer comes back.
+  EXPECT_GT(st.hits, st.requests / 8) << st.summary();
+}
+
 TEST(ExpertStream, BatchedForwardLossEqualsTheResidentModelWithACacheSmallerThanALayer) {
   TempDir dir("stream_forward");
   const ExperimentConfig cfg = tiny_config(ExpertMlp::Swiglu);
