@@ -118,12 +118,15 @@ int run_child(const Args& a) {
   auto t0 = Clock::now();
   mg::LoadedModel lm = mg::load_model_from_checkpoint(checkpoint_path(a), {}, req);
   const double load_s = since(t0);
-  // Resident bytes of everything that is not a streamed expert.
+  // Resident bytes of the weights that are not streamed experts: float parameters, NF4
+  // Linears, the NF4 embedding (with the absmax it keeps for lookups).
   int64_t weights = 0;
   lm.model->visit_parameters([&](const std::string&, mg::Tensor& p) {
     if (!p.is_meta()) weights += p.numel() * static_cast<int64_t>(mg::dtype_size(p.dtype()));
   });
   int64_t expert_weights = 0;
+  const mg::Embedding& emb = lm.model->embedding;
+  if (emb.is_quantized()) weights += mg::Embedding::nf4_resident_bytes(emb.num_embeddings, emb.embedding_dim);
   mg::visit_linears(*lm.model, [&](const std::string& name, mg::Linear& l) {
     if (!l.is_quantized()) return;
     (name.find(".experts.") != std::string::npos ? expert_weights : weights) += l.quantized()->bytes();

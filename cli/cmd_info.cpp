@@ -1,5 +1,7 @@
 // magellan info CONFIG: parameters by component (counted on the model the code builds, in
 // meta mode: shapes without storage) and memory for fp32, NF4 + LoRA, and a training step.
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -37,7 +39,9 @@ int cmd_info(const Args& args) {
   po::options_description desc(
       "magellan info CONFIG.yaml [key.sub=value ...]\n\n"
       "Prints the parameter count by component (the count the code allocates) and the memory\n"
-      "for float32 weights, NF4 + LoRA (QLoRA) weights, and one training step.\n\noptions");
+      "for float32 weights, NF4 + LoRA (QLoRA) weights, one training step (activations estimated\n"
+      "from what each layer saves, with training.grad_checkpointing taken into account), and\n"
+      "inference with all NF4 weights resident or with the experts streamed.\n\noptions");
   desc.add_options()("help,h", "show this help");
   std::vector<std::string> positional;
   po::variables_map vm = parse_args(args, desc, &positional);
@@ -61,12 +65,13 @@ int cmd_info(const Args& args) {
   });
   // QLoRA's NF4 weights (model/lora.h): every Linear but an untied lm_head, and the embedding
   // with qlora.quantize_embedding (with the absmax it keeps for lookups).
-  int64_t lora_params = 0, nf4_weight_bytes = 0, nf4_params = 0;
+  int64_t lora_params = 0, nf4_weight_bytes = 0, nf4_params = 0, expert_nf4_bytes = 0;
   visit_linears(meta, [&](const std::string& name, Linear& l) {
     const int64_t n = l.in_features * l.out_features;
     if (name == "lm_head") return;  // stays float32 and takes no adapter
     nf4_params += n;
     nf4_weight_bytes += nf4_bytes(l.out_features, l.in_features);
+    if (name.find(".experts.") != std::string::npos) expert_nf4_bytes += nf4_bytes(l.out_features, l.in_features);
     if (any_pattern_matches(cfg.lora.target_modules, name))
       lora_params += static_cast<int64_t>(cfg.lora.r) * (l.in_features + l.out_features);
   });
@@ -104,20 +109,41 @@ int cmd_info(const Args& args) {
   // 2(R+2N)) floats, an MoE layer ~(4C + E + k(2C + 3F)), the head 2V (logits + grad).
   const double BT = static_cast<double>(cfg.training.batch_size) * cfg.data.seq_len;
   const double D = m.d_inner(), C = m.d_model, R = m.resolved_dt_rank(), N = m.d_state;
-  double act_per_token = 2.0 * m.vocab_size;
-  for (char k : m.layer_pattern)
-    act_per_token += k == 'M' ? 6 * C + 10 * D + 2 * (R + 2 * N)
-                              : 4 * C + m.n_experts + m.top_k * (2 * C + 3.0 * m.expert_hidden);
+  auto layer_act = [&](char k) {  // floats saved per token by one layer
+    return k == 'M' ? 6 * C + 10 * D + 2 * (R + 2 * N) : 4 * C + m.n_experts + m.top_k * (2 * C + 3.0 * m.expert_hidden);
+  };
+  double all_layers = 0, largest_group = 0;
+  const int group = cfg.training.grad_checkpointing == GradCheckpointing::EveryLayer ? 1
+                    : cfg.training.grad_checkpointing == GradCheckpointing::EveryN ? cfg.training.checkpoint_every_n_layers
+                                                                                      : 0;
+  for (int i = 0; i < m.n_layers(); ++i) {
+    all_layers += layer_act(m.layer_pattern[i]);
+    if (group && i % group == 0) {  // a checkpointed segment re-runs alone in backward
+      double seg = 0;
+      for (int j = i; j < std::min(m.n_layers(), i + group); ++j) seg += layer_act(m.layer_pattern[j]);
+      largest_group = std::max(largest_group, seg);
+    }
+  }
+  // With checkpointing a segment keeps only its input (C per token) until backward re-runs it.
+  const double act_per_token =
+      2.0 * m.vocab_size + (group ? C * std::ceil(m.n_layers() / static_cast<double>(group)) + largest_group : all_layers);
   const double acts = 4.0 * BT * act_per_token;
   const double state_bytes = cfg.optimizer.state_dtype == StateDtype::F16 ? 4.0 : 8.0;
   const double full_step = fp32 * 2 + state_bytes * static_cast<double>(total) + acts;
   const double qlora_step = qlora + (4.0 + state_bytes) * static_cast<double>(lora_params) + acts;
-  std::printf("memory (one training step, batch %d x seq %d; activations estimated %s)\n", cfg.training.batch_size,
-              cfg.data.seq_len, format_bytes(acts).c_str());
+  std::printf("memory (one training step, batch %d x seq %d, grad checkpointing %s; activations estimated %s)\n",
+              cfg.training.batch_size, cfg.data.seq_len,
+              std::string(grad_checkpointing_name(cfg.training.grad_checkpointing)).c_str(), format_bytes(acts).c_str());
   std::printf("  full fp32 + AdamW(%s)    %12s\n", cfg.optimizer.state_dtype == StateDtype::F16 ? "fp16" : "fp32",
               format_bytes(full_step).c_str());
-  std::printf("  QLoRA (NF4 + LoRA)       %12s   (gradient checkpointing lowers activations to about one layer's)\n",
-              format_bytes(qlora_step).c_str());
+  std::printf("  QLoRA (NF4 + LoRA)       %12s\n", format_bytes(qlora_step).c_str());
+  if (m.n_moe_layers() > 0) {  // generate/eval --stream-experts (docs/inference.md)
+    const double experts = static_cast<double>(expert_nf4_bytes);
+    std::printf("memory (inference, NF4 weights)\n");
+    std::printf("  all resident             %12s\n", format_bytes(qlora - 4.0 * lora_params).c_str());
+    std::printf("  experts streamed         %12s + the expert cache (experts: %s on disk; default cache a quarter)\n",
+                format_bytes(qlora - 4.0 * lora_params - experts).c_str(), format_bytes(experts).c_str());
+  }
   return 0;
 }
 
