@@ -157,11 +157,20 @@ Tensor Tensor::grad() const {
 }
 
 void Tensor::zero_grad() {
-  if (impl_ && impl_->slot) impl_->slot->grad.reset();
+  if (!impl_ || !impl_->slot || !impl_->slot->grad) return;
+  impl_->slot->spare = std::move(impl_->slot->grad);
 }
 
 Tensor slot_grad(GradSlot& slot) {
-  if (!slot.grad) slot.grad = Tensor::zeros(slot.shape, slot.dtype, slot.name + ".grad").impl_ptr();
+  if (slot.grad) return Tensor(slot.grad);
+  if (slot.spare && slot.spare.use_count() == 1) {  // nobody else sees it: zero and reuse
+    slot.grad = std::move(slot.spare);
+    Tensor g(slot.grad);
+    std::memset(g.raw(), 0, g.bytes());
+    return g;
+  }
+  slot.spare.reset();
+  slot.grad = Tensor::zeros(slot.shape, slot.dtype, slot.name + ".grad").impl_ptr();
   return Tensor(slot.grad);
 }
 

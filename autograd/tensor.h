@@ -43,6 +43,10 @@ struct GradSlot {
   std::string name;
   bool is_param = false;                 // parameter grads persist (and accumulate) across backward calls
   std::shared_ptr<struct TensorImpl> grad;  // allocated (zeroed) on first accumulation
+  // The buffer zero_grad took away, kept for the next accumulation (zeroed then) so a training
+  // step does not page-fault a fresh gradient buffer per parameter; reused only while no other
+  // handle holds it.
+  std::shared_ptr<struct TensorImpl> spare;
 };
 
 struct TensorImpl {
@@ -105,7 +109,9 @@ class Tensor {
   Tensor& set_requires_grad(bool on, bool is_param = false);
   const std::shared_ptr<GradSlot>& slot() const { return impl_->slot; }
   Tensor grad() const;  // undefined if none has been accumulated yet
-  void zero_grad();     // drops the gradient buffer (next accumulation starts from zero)
+  // The gradient becomes undefined (next accumulation starts from zero; an optimizer skips a
+  // parameter without one). Its buffer is kept as the slot's spare and reused.
+  void zero_grad();
 
   // --- copies and views -----------------------------------------------------------------
   Tensor detach() const;                     // same storage, no grad

@@ -34,6 +34,30 @@ TEST(Tape, ParameterGradsAccumulateAcrossBackwardCalls) {
   EXPECT_FALSE(w.grad().defined());
 }
 
+// zero_grad keeps the buffer for the next step (no fresh pages per step), zeroed before reuse,
+// and never reuses one that a caller still holds.
+TEST(Tape, ZeroGradReusesTheBufferZeroedUnlessSomeoneHoldsIt) {
+  Tensor w = randn({4096}, 3, DType::F32);  // >= 1 MiB would be mmapped; the rule is the same
+  set_trainable(w, true);
+  Tensor x = randn({4096}, 4, DType::F32);
+  current_tape().backward(ops::sum(ops::mul(w, x)));
+  const void* first = w.grad().raw();
+  w.zero_grad();
+  EXPECT_FALSE(w.grad().defined());  // optimizers skip it until the next backward
+  current_tape().backward(ops::sum(ops::scale(ops::mul(w, x), 3.0)));
+  EXPECT_EQ(w.grad().raw(), first);  // the same buffer
+  for (int64_t i = 0; i < 4096; i += 511) EXPECT_FLOAT_EQ(w.grad().item(i), 3 * x.item(i));  // zeroed first
+
+  Tensor held = w.grad();  // a caller keeps last step's gradient
+  w.zero_grad();
+  current_tape().backward(ops::sum(w));
+  EXPECT_NE(w.grad().raw(), held.raw());
+  for (int64_t i = 0; i < 4096; i += 511) {
+    EXPECT_FLOAT_EQ(held.item(i), 3 * x.item(i));  // untouched
+    EXPECT_FLOAT_EQ(w.grad().item(i), 1.0f);
+  }
+}
+
 TEST(Tape, FreesNodesAndSavedTensorsAfterBackward) {
   Tensor w = randn({64, 64}, 1, DType::F32);
   set_trainable(w, true);
