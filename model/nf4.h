@@ -104,11 +104,13 @@ constexpr int64_t kNF4TileElems = 1 << 19;  // 2 MiB of float32 per thread
 //               a serial sgemm, so dequantization and multiplication overlap across threads.
 //   Direct:     no BLAS: W rows are dequantized into an L1 buffer and combined with the few
 //               rows of X or dY (decoding), so W is read once at its 4-bit size.
-//   Auto: Direct for M <= kNF4DirectMaxM, else ThreadTile: the measured best (bench_nf4:
-//         Direct beats both sgemm paths up to M = 16 and loses at 32; SharedTile falls far
-//         behind ThreadTile when the cores are shared with other processes).
+//   Auto: Direct for M <= kNF4DirectMaxM, else ThreadTile: the measured best (bench_nf4,
+//         W [8192, 2048], 2 threads, EPYC Zen 3: Direct is 2.7x ThreadTile at M = 1, 1.5x
+//         (forward) and even (input grad) at M = 4, even (forward) and 0.75x (input grad) at
+//         M = 8, 0.5-0.65x at M = 16; SharedTile falls far behind ThreadTile when the cores
+//         are shared with other processes).
 enum class NF4MatmulVersion { Auto, SharedTile, ThreadTile, Direct };
-constexpr int64_t kNF4DirectMaxM = 16;
+constexpr int64_t kNF4DirectMaxM = 4;
 
 // Y (M, rows) = X (M, cols) W^T, or Y += X W^T when accumulate.
 void nf4_matmul(const float* X, const NF4Weight& W, float* Y, int64_t M, bool accumulate = false,

@@ -44,7 +44,7 @@ Tensor projected_sum(const Tensor& y, const Tensor& proj) { return ops::sum(ops:
 
 TEST(NF4Linear, ForwardAndInputGradMatchDenseLinearOnDequantizedWeight) {
   struct Case { int64_t out, in, M; };
-  // M = 3 runs the Direct kernel, M = 40 the tiled sgemm one (nf4.h, kNF4DirectMaxM = 16);
+  // M = 3 runs the Direct kernel, M = 5, 33, 40 the tiled sgemm one (nf4.h, kNF4DirectMaxM);
   // in = 72 puts NF4 blocks of 64 across row boundaries, out*in = 37*72 leaves a short block.
   for (Case c : {Case{48, 128, 3}, Case{48, 128, 40}, Case{37, 72, 5}, Case{37, 72, 33}}) {
     SCOPED_TRACE(::testing::Message() << "out " << c.out << " in " << c.in << " M " << c.M);
