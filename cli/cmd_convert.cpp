@@ -1,14 +1,17 @@
-// Checkpoint conversions: magellan quantize (float32 -> NF4 base) and magellan merge-lora
-// (base + adapter -> one model, float32 or re-quantized NF4).
+// Checkpoint conversions: magellan quantize (float32 -> NF4 base), magellan merge-lora
+// (base + adapter -> one model, float32 or re-quantized NF4) and magellan import-hf (a Hugging
+// Face Mamba directory -> a float32 checkpoint).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include <boost/program_options.hpp>
 
 #include "checkpoints/atomic_save.h"
+#include "checkpoints/hf_import.h"
 #include "checkpoints/model_io.h"
 #include "cli/commands.h"
 #include "experiments/config_loader.h"
@@ -31,6 +34,32 @@ void write_converted(const std::string& out, HybridLM& model, const ExperimentCo
   atomic_save(out, [&](H5File& f) {
     write_checkpoint_header(f, st, to_yaml(cfg), "full", std::nullopt);
     write_model(f, model, ModelSaveMode::Full);
+  });
+}
+
+// OUT.yaml of import-hf: what a fine-tuning config extends to use the imported model.
+void write_import_yaml(const std::string& path, const ExperimentConfig& cfg, const std::string& source_dir,
+                       const std::string& checkpoint_name) {
+  const ModelConfig& m = cfg.model;
+  std::string y = fmt::format(
+      "# magellan import-hf {}: the model of {} (from its config.json).\n"
+      "# Fine-tune it from a YAML that says `extends: {}`, with lora/qlora and data sections.\n"
+      "model:\n  d_model: {}\n  vocab_size: {}\n  layer_pattern: {}\n  d_state: {}\n  d_conv: {}\n"
+      "  expand: {}\n  dt_rank: {}\n  tie_embeddings: {}\n  norm_eps: {}\n",
+      source_dir, checkpoint_name, fs::path(path).filename().string(), m.d_model, m.vocab_size, m.layer_pattern,
+      m.d_state, m.d_conv, m.expand, m.dt_rank ? std::to_string(*m.dt_rank) : "auto", m.tie_embeddings ? "true" : "false",
+      fmt::format("{:e}", m.norm_eps));
+  auto quoted = [](const std::string& s) {  // a YAML double-quoted scalar
+    std::string q = "\"";
+    for (char c : s) q += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
+    return q + "\"";
+  };
+  if (cfg.data.tokenizer != "byte") y += fmt::format("data:\n  tokenizer: {}\n", quoted(cfg.data.tokenizer));
+  y += fmt::format("qlora:\n  base_checkpoint: {}    # relative to this file\n", quoted(checkpoint_name));
+  atomic_write(path, [&](const std::string& tmp) {
+    std::ofstream o(tmp);
+    o << y;
+    MG_CHECK(o.flush(), "[import-hf] cannot write {} (disk full?)", tmp);
   });
 }
 
@@ -156,6 +185,62 @@ int cmd_merge_lora(const Args& args) {
               vm.count("nf4") ? fmt::format(" (NF4; re-quantization error max {:.4g}, rms {:.4g})", rep.max_abs_error,
                                             rep.rms_error).c_str() : " (float32)",
               lm.model->embedding.is_quantized() ? "; the embedding stays NF4" : "");
+  return 0;
+}
+
+int cmd_import_hf(const Args& args) {
+  po::options_description desc(
+      "magellan import-hf DIR -o OUT.h5 [--tokenizer SPEC]\n\n"
+      "Imports a pretrained Mamba from a Hugging Face model directory (transformers'\n"
+      "MambaForCausalLM, e.g. a download of state-spaces/mamba-130m-hf: config.json and\n"
+      "model.safetensors, or the shards model.safetensors.index.json lists) into a float32\n"
+      "checkpoint. Tensor names lose 'backbone.' (design.md section 3); F16, BF16 and F64 convert\n"
+      "to float32. The result generates and evaluates, and is a base for fine-tuning: name it\n"
+      "in qlora.base_checkpoint (QLoRA quantizes it on load) or run magellan quantize first.\n"
+      "Beside OUT.h5 goes OUT.yaml: the model section and base checkpoint, for a fine-tuning\n"
+      "config to extend (extends: OUT.yaml, then lora/qlora and data sections).\n\noptions");
+  std::string out, tokenizer;
+  desc.add_options()("help,h", "show this help")("output,o", po::value(&out), "checkpoint to write")(
+      "tokenizer", po::value(&tokenizer),
+      "tokenizer spec kept in the checkpoint's config (default: DIR/tokenizer.json when present, else byte)");
+  std::vector<std::string> positional;
+  po::variables_map vm = parse_args(args, desc, &positional);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  MG_CHECK(positional.size() == 1 && !out.empty(), "[import-hf] give the model directory and -o OUT.h5");
+  const fs::path dir = positional[0];
+  MG_CHECK(fs::is_directory(dir), "[import-hf] {} is not a directory: give the folder that holds config.json and "
+           "model.safetensors", dir.string());
+  const auto t0 = std::chrono::steady_clock::now();
+  ExperimentConfig cfg;
+  cfg.model = hf_mamba_model_config((dir / "config.json").string());
+  cfg.data.source = DataSource::None;  // no training data comes with a pretrained model
+  if (tokenizer.empty() && fs::exists(dir / "tokenizer.json")) tokenizer = fs::absolute(dir / "tokenizer.json").string();
+  if (!tokenizer.empty()) cfg.data.tokenizer = tokenizer;
+  validate_config(cfg);
+  HybridLM model(cfg.model);
+  const HfImportReport rep = load_hf_mamba_weights(dir.string(), model);
+  write_converted(out, model, cfg, /*step=*/0);
+  const std::string yaml_path = fs::path(out).replace_extension(".yaml").string();
+  write_import_yaml(yaml_path, cfg, dir.string(), fs::path(out).filename().string());
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  std::string dtypes;
+  for (const auto& [dtype, n] : rep.tensors_by_dtype) dtypes += fmt::format("{}{} {}", dtypes.empty() ? "" : ", ", n, dtype);
+  const ModelConfig& m = cfg.model;
+  std::printf("imported %s: %d Mamba layers, C %d, N %d, V %d, %s embeddings; %lld parameters from %zu tensors "
+              "(%s) in %zu file%s, %.2f s\n",
+              dir.string().c_str(), m.n_layers(), m.d_model, m.d_state, m.vocab_size,
+              m.tie_embeddings ? "tied" : "untied", static_cast<long long>(rep.parameters),
+              static_cast<size_t>([&] { int n = 0; for (const auto& kv : rep.tensors_by_dtype) n += kv.second; return n; }()),
+              dtypes.c_str(), rep.files.size(), rep.files.size() == 1 ? "" : "s", secs);
+  std::printf("  tokenizer       %s\n", cfg.data.tokenizer.c_str());
+  std::printf("  file            %s (%s)\n", out.c_str(), format_bytes(static_cast<double>(fs::file_size(out))).c_str());
+  std::printf("  config          %s (extends: it in a fine-tuning YAML)\n", yaml_path.c_str());
+  std::printf("next: %s generate --checkpoint %s -p \"...\"   (or --prompt-ids)\n", program_name().c_str(),
+              quote_arg(out).c_str());
   return 0;
 }
 

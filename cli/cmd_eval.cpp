@@ -26,7 +26,7 @@ int cmd_eval(const Args& args) {
   desc.add_options()("help,h", "show this help")("run", po::value(&run), "a run directory (its latest checkpoint)")(
       "checkpoint", po::value(&ckpt), "a checkpoint file")("adapter", po::value(&adapter),
                                                           "a LoRA adapter checkpoint to apply on top")(
-      "data", po::value(&data_path), "evaluate on these text/jsonl files instead (same data.source)")(
+      "data", po::value(&data_path), "evaluate on this text/jsonl file instead (same data.source; a .jsonl name for an imported model)")(
       "batches", po::value(&batches), "validation batches (default: the config's eval.batches; -1 = all)")(
       "batch-size", po::value(&batch_size), "rows per batch (default: training.batch_size)")(
       "threads", po::value(&threads), "threads (default: all cores)");
@@ -44,7 +44,12 @@ int cmd_eval(const Args& args) {
                                               stream_request(vm, stream));
   ExperimentConfig& cfg = lm.config;
   DatasetOptions o;
-  o.source = cfg.data.source == DataSource::Synthetic ? "synthetic" : cfg.data.source == DataSource::Text ? "text" : "jsonl";
+  o.source = data_source_name(cfg.data.source);
+  if (cfg.data.source == DataSource::None) {  // an imported model: --data says what to read
+    MG_CHECK(!data_path.empty(), "[eval] {} records no training data (an imported model): give --data FILES",
+             lm.checkpoint);
+    o.source = data_path.ends_with(".jsonl") ? "jsonl" : "text";
+  }
   o.task = cfg.data.task == SyntheticTask::SelectiveCopy ? "selective_copy" : "induction";
   o.path = cfg.data.path;
   if (!data_path.empty()) {

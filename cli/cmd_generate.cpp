@@ -21,8 +21,9 @@ namespace mg::cli {
 int cmd_generate(const Args& args) {
   po::options_description desc(
       "magellan generate --run RUN_DIR | --checkpoint FILE [--adapter FILE] -p PROMPT [options]\n\n"
-      "Generates recurrently (O(1) per token in the sequence length). Models trained on\n"
-      "synthetic tasks have no tokenizer: give --prompt-ids and read ids back.\n\noptions");
+      "Generates recurrently (O(1) per token in the sequence length). A prompt given as ids\n"
+      "(--prompt-ids) is answered in ids; models trained on synthetic tasks have no tokenizer\n"
+      "and take only ids.\n\noptions");
   std::string run, ckpt, adapter, prompt, prompt_file, prompt_ids;
   int64_t n = 200;
   int threads = 0;
@@ -73,11 +74,17 @@ int cmd_generate(const Args& args) {
     MG_CHECK(!synthetic, "[generate] this model was trained on a synthetic task (no tokenizer): use --prompt-ids");
     MG_CHECK(!prompt.empty(), "[generate] no prompt: give -p TEXT, -f FILE or --prompt-ids");
     ids = tok->encode(prompt);
+    for (int32_t id : ids)
+      MG_CHECK(id < lm.config.model.vocab_size,
+               "[generate] the tokenizer ({}) gives id {}, outside the model's vocabulary of {}: the checkpoint's "
+               "data.tokenizer does not fit this model; give --prompt-ids",
+               lm.config.data.tokenizer, id, lm.config.model.vocab_size);
   }
-  if (!synthetic && prompt_ids.empty()) std::fputs(prompt.c_str(), stdout);
+  const bool as_text = tok && prompt_ids.empty();
+  if (as_text) std::fputs(prompt.c_str(), stdout);
   std::fflush(stdout);
   auto on_token = [&](int32_t id) {
-    if (synthetic || !tok) std::printf("%d ", id);
+    if (!as_text) std::printf("%d ", id);
     else std::fputs(tok->decode(std::span<const int32_t>(&id, 1)).c_str(), stdout);
     std::fflush(stdout);
   };

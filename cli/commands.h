@@ -18,6 +18,7 @@ int cmd_eval(const Args& args);
 int cmd_generate(const Args& args);
 int cmd_quantize(const Args& args);
 int cmd_merge_lora(const Args& args);
+int cmd_import_hf(const Args& args);
 int cmd_export_experts(const Args& args);
 int cmd_tokenizer(const Args& args);
 int cmd_tokenize(const Args& args);

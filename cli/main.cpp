@@ -28,6 +28,7 @@ const std::map<std::string, Command>& commands() {
       {"quantize", {mg::cli::cmd_quantize, "turn a float32 checkpoint into an NF4 (QLoRA base) checkpoint"}},
       {"export-experts", {mg::cli::cmd_export_experts, "write a checkpoint's MoE experts to a store for --stream-experts"}},
       {"merge-lora", {mg::cli::cmd_merge_lora, "merge a LoRA adapter into its base weights"}},
+      {"import-hf", {mg::cli::cmd_import_hf, "import a pretrained Mamba from a Hugging Face model directory"}},
       {"tokenizer", {mg::cli::cmd_tokenizer, "tokenizer tools: `tokenizer train` a BPE vocabulary"}},
       {"tokenize", {mg::cli::cmd_tokenize, "tokenize text files into a token cache"}},
       {"sweep", {mg::cli::cmd_sweep, "run a grid of trials (e.g. LoRA ranks x learning rates) and summarize"}},

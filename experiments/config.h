@@ -24,7 +24,9 @@ enum class ExpertMlp { Gelu, Swiglu };                          // model.expert_
 enum class OptimizerKind { AdamW, Sgd };                        // optimizer.name
 enum class StateDtype { F16, F32 };                             // optimizer.state_dtype
 enum class SchedulerKind { Constant, Linear, Cosine, Wsd };     // scheduler.name
-enum class DataSource { Synthetic, Text, Jsonl };               // data.source
+// data.source; None: no data recorded (a model imported by magellan import-hf): it generates,
+// and evaluates on --data, but does not train.
+enum class DataSource { Synthetic, Text, Jsonl, None };
 enum class SyntheticTask { SelectiveCopy, Induction };          // data.task
 enum class GradCheckpointing { None, EveryLayer, EveryN };      // training.grad_checkpointing
 enum class OnNonfinite { Skip, Stop };                          // training.on_nonfinite
@@ -249,6 +251,7 @@ inline std::string_view data_source_name(DataSource v) {
     case DataSource::Synthetic: return "synthetic";
     case DataSource::Text: return "text";
     case DataSource::Jsonl: return "jsonl";
+    case DataSource::None: return "none";
   }
   return "?";
 }

@@ -309,8 +309,9 @@ std::vector<FieldSpec> make_fields() {
                          FIELD(scheduler.decay_fraction), RealRange{0, false, 1, false}));
 
   // data.
-  f.push_back(enum_field("data.source", "synthetic, text or jsonl", FIELD(data.source),
-                         {DataSource::Synthetic, DataSource::Text, DataSource::Jsonl}, data_source_name));
+  f.push_back(enum_field("data.source", "synthetic, text, jsonl, or none (an imported model)", FIELD(data.source),
+                         {DataSource::Synthetic, DataSource::Text, DataSource::Jsonl, DataSource::None},
+                         data_source_name));
   f.push_back(enum_field("data.task", "synthetic task: selective_copy or induction", FIELD(data.task),
                          {SyntheticTask::SelectiveCopy, SyntheticTask::Induction}, synthetic_task_name));
   f.push_back(data_path_field());

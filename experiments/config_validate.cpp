@@ -114,7 +114,12 @@ void check_cross_fields(const ExperimentConfig& c,
            where_of("scheduler.warmup_steps"), c.scheduler.warmup_steps, c.training.steps,
            where_of("training.steps"));
 
-  if (c.data.source == DataSource::Synthetic) {
+  if (c.data.source == DataSource::None) {
+    MG_CHECK(c.data.path.empty(),
+             "[config] {}: data.path is set but data.source is none ({}); set data.source to text "
+             "or jsonl, or data.path: null",
+             where_of("data.path"), where_of("data.source"));
+  } else if (c.data.source == DataSource::Synthetic) {
     MG_CHECK(c.data.path.empty(),
              "[config] {}: data.path is set but data.source is synthetic ({}); set data.source "
              "to text or jsonl, or data.path: null",

@@ -69,7 +69,10 @@ LrSchedule make_schedule(const ExperimentConfig& c) {
 
 DatasetOptions dataset_options(const ExperimentConfig& c, bool quiet) {
   DatasetOptions o;
-  o.source = c.data.source == DataSource::Synthetic ? "synthetic" : c.data.source == DataSource::Text ? "text" : "jsonl";
+  MG_CHECK(c.data.source != DataSource::None,
+           "[config] data.source is none (a model imported without data): set data.source and data.path "
+           "to train on it");
+  o.source = data_source_name(c.data.source);
   o.task = c.data.task == SyntheticTask::SelectiveCopy ? "selective_copy" : "induction";
   o.path = c.data.path;
   o.seq_len = c.data.seq_len;

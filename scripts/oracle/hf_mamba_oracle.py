@@ -15,9 +15,14 @@ weights gives the reference that tests/model/test_hf_mamba_oracle.cpp checks mag
   /generate/scores         float64 (G, V): the logits each generated token was chosen from
   attributes on /: the config (vocab_size, hidden_size, ...), torch and transformers versions
 
-Run where torch and transformers are installed (magellan used the lent device machine):
-  python3 scripts/oracle/hf_mamba_oracle.py OUT.h5      (needs h5py; else OUT.npz, see --npz)
-and convert an .npz with `python3 scripts/oracle/hf_mamba_oracle.py --from-npz IN.npz OUT.h5`.
+With --hf-dir the same model is also saved by HF's save_pretrained (config.json and float32
+model.safetensors: what `magellan import-hf` reads, tests/fixtures/hf_mamba_tiny/), and with
+--dtypes a safetensors file of every float dtype is written by the safetensors library.
+
+Run where torch, transformers, safetensors and h5py are installed (magellan used the lent
+device machine; transformers 5.17, torch 2.11):
+  python3 scripts/oracle/hf_mamba_oracle.py tests/fixtures/hf_mamba_oracle.h5 \
+      --hf-dir tests/fixtures/hf_mamba_tiny --dtypes tests/fixtures/safetensors_dtypes.safetensors
 
 Precision: HF's slow path computes RMSNorm, A = -exp(A_log) and the B used in the scan in
 float32 even in a float64 model, so the reference is good to about 1e-6 relative, not 1e-15.
@@ -156,7 +161,7 @@ def build_arrays(seed):
     attrs["torch_version"] = str(torch.__version__)  # TorchVersion is a str subclass h5py refuses
     attrs["transformers_version"] = str(transformers.__version__)
     attrs["path"] = "MambaForCausalLM, float64, CPU (torch reference path), random weights"
-    return arrays, attrs
+    return arrays, attrs, model
 
 
 def write_h5(path, arrays, attrs):
@@ -171,36 +176,51 @@ def write_h5(path, arrays, attrs):
             f.attrs[key] = np.bytes_(value) if isinstance(value, str) else value
 
 
+def write_dtype_samples(path):
+    """Values exactly representable in every dtype (so each reads back as `ref`), written by
+    the safetensors library: the independent writer for magellan's safetensors reader."""
+    import torch
+    from safetensors.torch import save_file
+
+    ref = torch.tensor([0.0, -0.0, 1.5, -2.25, 0.125, 1024.0, -3.0e-3, 6.103515625e-05,
+                        float("inf"), float("-inf"), 7.0, -0.5], dtype=torch.float64)
+    ref[6] = ref[6].to(torch.bfloat16).to(torch.float16).double()  # exact in bf16 and f16
+    ref = ref.reshape(3, 4)
+    save_file({
+        "ref": ref,
+        "as_f32": ref.float(),
+        "as_f16": ref.half(),
+        "as_bf16": ref.bfloat16(),
+        "ids_i64": torch.arange(6, dtype=torch.int64).reshape(2, 3),  # not a float: refused
+        "empty": torch.zeros(0, 4, dtype=torch.float32),
+    }, path, metadata={"format": "pt", "writer": "scripts/oracle/hf_mamba_oracle.py"})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out", help="output .h5 (or .npz with --npz)")
-    ap.add_argument("--npz", action="store_true", help="write an .npz instead (no h5py needed)")
-    ap.add_argument("--from-npz", metavar="IN", help="convert IN.npz (from --npz) to OUT.h5")
+    ap.add_argument("out", help="output .h5")
+    ap.add_argument("--hf-dir", help="also save the chosen model with save_pretrained (float32 "
+                    "safetensors + config.json) into this directory")
+    ap.add_argument("--dtypes", metavar="FILE", help="also write a safetensors file of every "
+                    "float dtype (tests/fixtures/safetensors_dtypes.safetensors)")
     args = ap.parse_args()
-
-    if args.from_npz:
-        data = np.load(args.from_npz, allow_pickle=False)
-        arrays = {k: data[k] for k in data.files if not k.startswith("attr:")}
-        attrs = {k[5:]: data[k].item() for k in data.files if k.startswith("attr:")}
-        write_h5(args.out, arrays, attrs)
-        return 0
 
     # The first seed whose greedy continuation is not one token repeated (random weights with a
     # tied head like to repeat), so the decoding check sees the state carry information.
     for seed in range(1234, 1334):
-        arrays, attrs = build_arrays(seed)
+        arrays, attrs, model = build_arrays(seed)
         generated = arrays["generate/tokens"][0, PROMPT:].tolist()
         if (len(set(generated)) >= 5 and attrs["cached_generation_gap"] < 1e-5
                 and attrs["forward_gap"] < 1e-5):
             break
-    if args.npz:
-        payload = dict(arrays)
-        payload.update({"attr:" + k: np.array(v) for k, v in attrs.items()})
-        np.savez(args.out, **payload)
-    else:
-        write_h5(args.out, arrays, attrs)
+    write_h5(args.out, arrays, attrs)
+    if args.hf_dir:
+        import torch
+        model.to(torch.float32).save_pretrained(args.hf_dir, safe_serialization=True)
+    if args.dtypes:
+        write_dtype_samples(args.dtypes)
     print(f"wrote {args.out}: seed {attrs['seed']}, loss {arrays['outputs/loss'].item():.6f}, "
-          f"generated {arrays['generate/tokens'][0, PROMPT:].tolist()}")
+          f"generated {generated}")
     return 0
 
 

@@ -359,6 +359,47 @@ TEST(CliE2E, StreamedExpertsMatchTheResidentModel) {
   EXPECT_NE(flag.err.find("--expert-cache-mb needs --stream-experts"), std::string::npos) << flag.show();
 }
 
+// A pretrained Mamba from a Hugging Face directory (tests/fixtures/hf_mamba_tiny, written by
+// HF's save_pretrained): imported, it greedily generates what HF's generate did (read from the
+// oracle file by h5py), refuses eval without --data, and QLoRA fine-tunes from the YAML the
+// import wrote beside the checkpoint.
+TEST(CliE2E, ImportHfGeneratesLikeHfAndFineTunes) {
+  REQUIRE_BINARY();
+  TempDir tmp;
+  const fs::path fixtures = fs::path(MAGELLAN_SOURCE_DIR) / "tests" / "fixtures";
+  Result imp = magellan(tmp.path, {"import-hf", (fixtures / "hf_mamba_tiny").string(), "-o", "tiny.h5"});
+  ASSERT_EQ(imp.rc, 0) << imp.show();
+  ASSERT_TRUE(fs::exists(tmp.path / "tiny.yaml")) << imp.show();
+
+  Result hf = run(tmp.path, {"/usr/bin/python3", "-c",
+                             "import sys, h5py\nf = h5py.File(sys.argv[1], 'r')\n"
+                             "print(' '.join(map(str, f['generate/prompt'][0])))\n"
+                             "print(' '.join(map(str, f['generate/tokens'][0, f['generate/prompt'].shape[1]:])))",
+                             (fixtures / "hf_mamba_oracle.h5").string()});
+  ASSERT_EQ(hf.rc, 0) << hf.show();
+  const std::string prompt = hf.out.substr(0, hf.out.find('\n'));
+  const std::vector<int> expected = ints_in(hf.out.substr(hf.out.find('\n')));
+  ASSERT_EQ(expected.size(), 9u) << hf.show();
+  Result gen = magellan(tmp.path, {"generate", "--checkpoint", "tiny.h5", "--prompt-ids", prompt, "-n", "9", "--temp", "0"});
+  ASSERT_EQ(gen.rc, 0) << gen.show();
+  EXPECT_EQ(ints_in(gen.out), expected) << gen.show() << hf.show();
+
+  Result eval = magellan(tmp.path, {"eval", "--checkpoint", "tiny.h5"});
+  EXPECT_NE(eval.rc, 0);
+  EXPECT_NE(eval.err.find("records no training data (an imported model): give --data"), std::string::npos) << eval.show();
+
+  write_text(tmp.path / "ft.yaml",
+             "extends: tiny.yaml\nexperiment: ft\nthreads: 2\nqlora:\n  enabled: true\n"
+             "lora:\n  enabled: true\n  r: 4\n  alpha: 8\n  target_modules: [in_proj, out_proj]\n"
+             "data:\n  source: synthetic\n  task: selective_copy\n  seq_len: 32\n  n_memorize: 4\n  n_tokens: 8\n"
+             "training:\n  steps: 4\n  batch_size: 4\neval:\n  batches: 1\nlogging:\n  progress: never\n");
+  Result ft = magellan(tmp.path, {"train", "ft.yaml", "run_dir=ft_run", "--quiet"});
+  ASSERT_EQ(ft.rc, 0) << ft.show();
+  Result ft_gen = magellan(tmp.path, {"generate", "--run", "ft_run", "--prompt-ids", prompt, "-n", "5", "--temp", "0"});
+  ASSERT_EQ(ft_gen.rc, 0) << ft_gen.show();
+  EXPECT_EQ(ints_in(ft_gen.out).size(), 5u) << ft_gen.show();
+}
+
 // 4. A 2x2 sweep, two trials at a time; a second invocation skips all four untouched.
 TEST(CliE2E, SweepRunsGridThenSkipsFinished) {
   REQUIRE_BINARY();
