@@ -134,7 +134,8 @@ std::string magellan_name_from_hf(const std::string& hf_name, bool tied_embeddin
   return name;
 }
 
-HfImportReport load_hf_mamba_weights(const std::string& dir, HybridLM& model) {
+HfImportReport load_hf_mamba_weights(const std::string& dir, HybridLM& model,
+                                     const std::function<void(int64_t)>& on_progress) {
   std::map<std::string, Tensor> params;
   for (auto& [name, p] : model.named_parameters()) params.emplace(name, p);
   const bool tied = model.config().tie_embeddings;
@@ -157,6 +158,7 @@ HfImportReport load_hf_mamba_weights(const std::string& dir, HybridLM& model) {
       file.read(hf_name, p.dtype(), p.raw());
       ++report.tensors_by_dtype[entry.dtype];
       report.parameters += entry.numel();
+      if (on_progress) on_progress(report.parameters);
     }
   }
   std::vector<std::string> missing;

@@ -6,6 +6,7 @@
 // A_log" -> "layers.3.mixer.A_log"), so the import is a rename plus dtype conversion (F32, F16,
 // BF16, F64 -> float32). Every parameter of the model must come from the files, with its shape,
 // and every tensor of the files must land somewhere: anything else is an error naming the file.
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -30,7 +31,9 @@ struct HfImportReport {
 };
 
 // Fills every parameter of `model` (built from hf_mamba_model_config of the same directory)
-// from the directory's safetensors files.
-HfImportReport load_hf_mamba_weights(const std::string& dir, HybridLM& model);
+// from the directory's safetensors files. `on_progress` (optional) hears the parameters
+// loaded so far after each tensor, out of model.num_parameters().
+HfImportReport load_hf_mamba_weights(const std::string& dir, HybridLM& model,
+                                     const std::function<void(int64_t)>& on_progress = {});
 
 }  // namespace mg

@@ -202,7 +202,8 @@ int cmd_import_hf(const Args& args) {
   std::string out, tokenizer;
   desc.add_options()("help,h", "show this help")("output,o", po::value(&out), "checkpoint to write")(
       "tokenizer", po::value(&tokenizer),
-      "tokenizer spec kept in the checkpoint's config (default: DIR/tokenizer.json when present, else byte)");
+      "tokenizer spec kept in the checkpoint's config (default: DIR/tokenizer.json when present, else byte)")(
+      "quiet,q", "no progress line");
   std::vector<std::string> positional;
   po::variables_map vm = parse_args(args, desc, &positional);
   if (vm.count("help")) {
@@ -221,7 +222,9 @@ int cmd_import_hf(const Args& args) {
   if (!tokenizer.empty()) cfg.data.tokenizer = tokenizer;
   validate_config(cfg);
   HybridLM model(cfg.model);
-  const HfImportReport rep = load_hf_mamba_weights(dir.string(), model);
+  Progress progress("import", model.num_parameters(), "param", vm.count("quiet") > 0);
+  const HfImportReport rep = load_hf_mamba_weights(dir.string(), model, [&](int64_t done) { progress.update(done); });
+  progress.finish();
   write_converted(out, model, cfg, /*step=*/0);
   const std::string yaml_path = fs::path(out).replace_extension(".yaml").string();
   write_import_yaml(yaml_path, cfg, dir.string(), fs::path(out).filename().string());
