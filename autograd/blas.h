@@ -2,6 +2,8 @@
 // Row-major GEMM through the tuned BLAS (OpenBLAS, OpenMP build: it runs on our OpenMP
 // threads, so there is one thread pool; called inside an omp parallel region it runs serially).
 //   C(M,N) = alpha * op(A) op(B) + beta * C,  op(X) = X or X^T
+// A single row (M = 1, decoding) or column (N = 1) goes through GEMV, which reads the other
+// operand once instead of packing it.
 #include <cstdint>
 
 namespace mg {
