@@ -1,5 +1,7 @@
 #include "checkpoints/hf_import.h"
 
+#include <climits>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -38,10 +40,16 @@ struct ConfigReader {
   }
   int integer(const char* key) const {
     const json& v = at(key);
-    MG_CHECK(v.is_number_integer() && v.get<int64_t>() > 0, "[import-hf] {}: '{}' must be a positive integer, not {}",
-             path, key, v.dump());
+    MG_CHECK(v.is_number_integer() && v.get<int64_t>() > 0 && v.get<int64_t>() <= INT_MAX,
+             "[import-hf] {}: '{}' must be a positive integer (at most {}), not {}", path, key, INT_MAX, v.dump());
     return v.get<int>();
   }
+  std::string text_or(const char* key, const std::string& fallback) const {
+    if (!j.contains(key) || j.at(key).is_null()) return fallback;
+    MG_CHECK(j.at(key).is_string(), "[import-hf] {}: '{}' must be a string, not {}", path, key, j.at(key).dump());
+    return j.at(key).get<std::string>();
+  }
+  double number_or(const char* key, double fallback) const { return j.contains(key) ? number(key) : fallback; }
   double number(const char* key) const {
     const json& v = at(key);
     MG_CHECK(v.is_number(), "[import-hf] {}: '{}' must be a number, not {}", path, key, v.dump());
@@ -86,14 +94,14 @@ ModelConfig hf_mamba_model_config(const std::string& config_json_path) {
     throw Error(fmt::format("[import-hf] {}: this is a state-spaces/mamba config (d_model, n_layer); use the "
                             "transformers-format repository of the same model (e.g. state-spaces/mamba-130m-hf)",
                             config_json_path));
-  const std::string type = j.value("model_type", std::string());
+  const std::string type = r.text_or("model_type", "");
   MG_CHECK(type == "mamba", "[import-hf] {}: model_type is '{}'; only 'mamba' (Mamba-1, MambaForCausalLM) is supported",
            config_json_path, type);
   MG_CHECK(!r.flag("use_bias", false), "[import-hf] {}: use_bias is true, but magellan's Mamba block has no in_proj/"
            "out_proj bias (design.md §3)", config_json_path);
   MG_CHECK(r.flag("use_conv_bias", true), "[import-hf] {}: use_conv_bias is false, but magellan's conv1d has a bias",
            config_json_path);
-  const std::string act = j.value("hidden_act", std::string("silu"));
+  const std::string act = r.text_or("hidden_act", "silu");
   MG_CHECK(act == "silu", "[import-hf] {}: hidden_act is '{}'; magellan's Mamba block uses silu", config_json_path, act);
 
   ModelConfig c;
@@ -116,9 +124,9 @@ ModelConfig hf_mamba_model_config(const std::string& config_json_path) {
     MG_CHECK(r.integer("intermediate_size") == c.d_inner(),
              "[import-hf] {}: intermediate_size {} is not expand x hidden_size = {}", config_json_path,
              r.integer("intermediate_size"), c.d_inner());
-  c.dt_min = j.value("time_step_min", c.dt_min);  // init-only, kept for the record
-  c.dt_max = j.value("time_step_max", c.dt_max);
-  c.dt_init_floor = j.value("time_step_floor", c.dt_init_floor);
+  c.dt_min = r.number_or("time_step_min", c.dt_min);  // init-only, kept for the record
+  c.dt_max = r.number_or("time_step_max", c.dt_max);
+  c.dt_init_floor = r.number_or("time_step_floor", c.dt_init_floor);
   return c;
 }
 
@@ -142,12 +150,16 @@ HfImportReport load_hf_mamba_weights(const std::string& dir, HybridLM& model,
 
   HfImportReport report;
   std::set<std::string> filled;
+  std::string tied_head_file;  // where a tied model's lm_head.weight was seen, if anywhere
   for (const std::string& path : weight_files(dir)) {
     report.files.push_back(path);
     const SafetensorsFile file = SafetensorsFile::open(path);
     for (const auto& [hf_name, entry] : file.tensors()) {
       const std::string name = magellan_name_from_hf(hf_name, tied);
-      if (name.empty()) continue;  // the tied head is the embedding
+      if (name.empty()) {  // a tied head: the embedding itself, checked against it below
+        tied_head_file = path;
+        continue;
+      }
       auto it = params.find(name);
       MG_CHECK(it != params.end(), "[import-hf] {}: tensor '{}' ({}) has no place in a model of this config "
                "(config.json and the weights disagree?)", path, hf_name, name);
@@ -159,6 +171,24 @@ HfImportReport load_hf_mamba_weights(const std::string& dir, HybridLM& model,
       ++report.tensors_by_dtype[entry.dtype];
       report.parameters += entry.numel();
       if (on_progress) on_progress(report.parameters);
+    }
+  }
+  if (!tied_head_file.empty()) {
+    // Some exports save the tied head instead of the embedding, some both: use it where the
+    // embedding is missing, and refuse two different tables under tie_word_embeddings.
+    const SafetensorsFile file = SafetensorsFile::open(tied_head_file);
+    Tensor& emb = params.at("embedding.weight");
+    MG_CHECK(file.entry("lm_head.weight").shape == emb.shape(),
+             "[import-hf] {}: lm_head.weight has shape [{}], the tied embedding [{}]", tied_head_file,
+             fmt::join(file.entry("lm_head.weight").shape, ","), fmt::join(emb.shape(), ","));
+    Tensor head = Tensor::empty(emb.shape(), emb.dtype());
+    file.read("lm_head.weight", emb.dtype(), head.raw());
+    if (filled.insert("embedding.weight").second) {
+      emb.copy_from(head);
+      report.parameters += emb.numel();
+    } else {
+      MG_CHECK(std::memcmp(head.raw(), emb.raw(), emb.bytes()) == 0, "[import-hf] {}: config.json ties the embeddings, but lm_head.weight differs from "
+               "backbone.embeddings.weight; set tie_word_embeddings: false to keep both", tied_head_file);
     }
   }
   std::vector<std::string> missing;

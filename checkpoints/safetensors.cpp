@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
+#include <utility>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -19,7 +21,6 @@ namespace mg {
 namespace {
 
 constexpr int64_t kMaxHeaderBytes = 100 << 20;  // the format's own limit
-constexpr int64_t kReadChunkBytes = 4 << 20;    // converted a chunk at a time
 
 [[noreturn]] void fail(const std::string& path, const std::string& what) {
   throw Error(fmt::format("[safetensors] {}: {}", path, what));
@@ -134,23 +135,44 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     e.dtype = v["dtype"].get<std::string>();
     const int elem = safetensors_element_size(e.dtype);
     if (elem == 0) bad(fmt::format("unknown dtype '{}'", e.dtype));
+    // Sizes are checked in 64 bits without overflow: a dimension, the element count or the
+    // byte count beyond what the data section can hold is an error, not a wrapped number.
+    auto small_count = [&](const nlohmann::json& n, const char* what) {
+      if (!n.is_number_unsigned() || n.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+        bad(fmt::format("{} holds {}, not a non-negative 64-bit integer", what, n.dump()));
+      return n.get<int64_t>();
+    };
     if (!v["shape"].is_array()) bad("shape is not a list");
+    int64_t numel = 1;
     for (const auto& d : v["shape"]) {
-      if (!d.is_number_unsigned()) bad("shape holds a value that is not a non-negative integer");
-      e.shape.push_back(d.get<int64_t>());
+      e.shape.push_back(small_count(d, "shape"));
+      if (__builtin_mul_overflow(numel, e.shape.back(), &numel)) bad("shape has more elements than 2^63");
     }
     const auto& off = v["data_offsets"];
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
-      bad("data_offsets is not [begin, end]");
-    e.begin = off[0].get<int64_t>();
-    e.end = off[1].get<int64_t>();
+    if (!off.is_array() || off.size() != 2) bad("data_offsets is not [begin, end]");
+    e.begin = small_count(off[0], "data_offsets");
+    e.end = small_count(off[1], "data_offsets");
     if (e.begin > e.end || e.end > data_size)
       bad(fmt::format("bytes [{}, {}) lie outside the data section ({} bytes): the file is cut short or corrupt",
                       e.begin, e.end, data_size));
-    if (e.end - e.begin != e.numel() * elem)
-      bad(fmt::format("{} bytes for {} elements of {} ({} expected)", e.end - e.begin, e.numel(), e.dtype,
-                      e.numel() * elem));
+    int64_t bytes = 0;
+    if (__builtin_mul_overflow(numel, static_cast<int64_t>(elem), &bytes))
+      bad(fmt::format("shape [{}] of {} needs more than 2^63 bytes", fmt::join(e.shape, ","), e.dtype));
+    if (e.end - e.begin != bytes)
+      bad(fmt::format("{} bytes for shape [{}] of {} ({} expected)", e.end - e.begin, fmt::join(e.shape, ","),
+                      e.dtype, bytes));
     file.tensors_.emplace(name, std::move(e));
+  }
+  // No two tensors may share bytes (the format lays them out one after another).
+  std::vector<std::pair<int64_t, const std::string*>> starts;
+  for (const auto& [name, e] : file.tensors_)
+    if (e.end > e.begin) starts.emplace_back(e.begin, &name);
+  std::sort(starts.begin(), starts.end());
+  for (size_t k = 1; k < starts.size(); ++k) {
+    const SafetensorsEntry& prev = file.tensors_.at(*starts[k - 1].second);
+    if (starts[k].first < prev.end)
+      fail(path, fmt::format("tensors '{}' and '{}' overlap in the data section: the file is corrupt",
+                             *starts[k - 1].second, *starts[k].second));
   }
   return file;
 }
@@ -184,14 +206,14 @@ const SafetensorsEntry& SafetensorsFile::entry(const std::string& name) const {
   return it->second;
 }
 
-void SafetensorsFile::read(const std::string& name, DType out_type, void* out) const {
-  MG_CHECK(out_type == DType::F32 || out_type == DType::F64, "safetensors reads into F32 or F64");
+void SafetensorsFile::read(const std::string& name, DType out_type, void* out, int64_t chunk_bytes) const {
+  MG_CHECK(out_type == DType::F32 || out_type == DType::F64, "[safetensors] reads convert to F32 or F64 only");
   const SafetensorsEntry& e = entry(name);
   if (e.dtype != "F32" && e.dtype != "F64" && e.dtype != "F16" && e.dtype != "BF16")
     fail(path_, fmt::format("tensor '{}' is {}, not a float type (F64, F32, F16, BF16)", name, e.dtype));
   const int elem = safetensors_element_size(e.dtype);
   const int out_elem = out_type == DType::F64 ? 8 : 4;
-  const int64_t per_chunk = std::max<int64_t>(1, kReadChunkBytes / elem);
+  const int64_t per_chunk = std::max<int64_t>(1, chunk_bytes / elem);
   std::vector<uint8_t> buf(static_cast<size_t>(std::min(e.numel(), per_chunk) * elem));
   for (int64_t first = 0; first < e.numel(); first += per_chunk) {
     const int64_t n = std::min(per_chunk, e.numel() - first);

@@ -41,7 +41,8 @@ class SafetensorsFile {
 
   // The tensor's elements, row-major, converted to `out_type` (F32 or F64) into `out`
   // (numel elements). Float dtypes only; anything else is an error naming the dtype.
-  void read(const std::string& name, DType out_type, void* out) const;
+  // `chunk_bytes` bounds the raw bytes held at once (tests make it small to cross chunks).
+  void read(const std::string& name, DType out_type, void* out, int64_t chunk_bytes = 4 << 20) const;
 
  private:
   SafetensorsFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}

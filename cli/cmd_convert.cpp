@@ -14,6 +14,7 @@
 #include "checkpoints/hf_import.h"
 #include "checkpoints/model_io.h"
 #include "cli/commands.h"
+#include "data/tokenizer.h"
 #include "experiments/config_loader.h"
 #include "inference/load_model.h"
 #include "model/lora.h"
@@ -48,7 +49,7 @@ void write_import_yaml(const std::string& path, const ExperimentConfig& cfg, con
       "  expand: {}\n  dt_rank: {}\n  tie_embeddings: {}\n  norm_eps: {}\n",
       source_dir, checkpoint_name, fs::path(path).filename().string(), m.d_model, m.vocab_size, m.layer_pattern,
       m.d_state, m.d_conv, m.expand, m.dt_rank ? std::to_string(*m.dt_rank) : "auto", m.tie_embeddings ? "true" : "false",
-      fmt::format("{:e}", m.norm_eps));
+      m.norm_eps);
   auto quoted = [](const std::string& s) {  // a YAML double-quoted scalar
     std::string q = "\"";
     for (char c : s) q += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
@@ -200,6 +201,7 @@ int cmd_import_hf(const Args& args) {
       "Beside OUT.h5 goes OUT.yaml: the model section and base checkpoint, for a fine-tuning\n"
       "config to extend (extends: OUT.yaml, then lora/qlora and data sections).\n\noptions");
   std::string out, tokenizer;
+  int32_t tokenizer_ids = 0;
   desc.add_options()("help,h", "show this help")("output,o", po::value(&out), "checkpoint to write")(
       "tokenizer", po::value(&tokenizer),
       "tokenizer spec kept in the checkpoint's config (default: DIR/tokenizer.json when present, else byte)")(
@@ -211,6 +213,9 @@ int cmd_import_hf(const Args& args) {
     return 0;
   }
   MG_CHECK(positional.size() == 1 && !out.empty(), "[import-hf] give the model directory and -o OUT.h5");
+  const std::string ext = fs::path(out).extension().string();
+  MG_CHECK(ext != ".yaml" && ext != ".yml",
+           "[import-hf] -o {}: the checkpoint is an HDF5 file (OUT.h5); OUT.yaml is written beside it", out);
   const fs::path dir = positional[0];
   MG_CHECK(fs::is_directory(dir), "[import-hf] {} is not a directory: give the folder that holds config.json and "
            "model.safetensors", dir.string());
@@ -218,8 +223,14 @@ int cmd_import_hf(const Args& args) {
   ExperimentConfig cfg;
   cfg.model = hf_mamba_model_config((dir / "config.json").string());
   cfg.data.source = DataSource::None;  // no training data comes with a pretrained model
-  if (tokenizer.empty() && fs::exists(dir / "tokenizer.json")) tokenizer = fs::absolute(dir / "tokenizer.json").string();
-  if (!tokenizer.empty()) cfg.data.tokenizer = tokenizer;
+  if (tokenizer.empty() && fs::exists(dir / "tokenizer.json")) tokenizer = (dir / "tokenizer.json").string();
+  if (!tokenizer.empty() && tokenizer != "byte") {
+    // Absolute (the checkpoint is read from anywhere), loaded once to check that it loads.
+    const bool gpt2 = tokenizer.rfind("gpt2:", 0) == 0;
+    tokenizer = (gpt2 ? "gpt2:" : "") + fs::absolute(gpt2 ? tokenizer.substr(5) : tokenizer).lexically_normal().string();
+    tokenizer_ids = load_tokenizer(tokenizer)->vocab_size();
+    cfg.data.tokenizer = tokenizer;
+  }
   validate_config(cfg);
   HybridLM model(cfg.model);
   Progress progress("import", model.num_parameters(), "param", vm.count("quiet") > 0);
@@ -239,7 +250,15 @@ int cmd_import_hf(const Args& args) {
               m.tie_embeddings ? "tied" : "untied", static_cast<long long>(rep.parameters),
               static_cast<size_t>([&] { int n = 0; for (const auto& kv : rep.tensors_by_dtype) n += kv.second; return n; }()),
               dtypes.c_str(), rep.files.size(), rep.files.size() == 1 ? "" : "s", secs);
-  std::printf("  tokenizer       %s\n", cfg.data.tokenizer.c_str());
+  if (cfg.data.tokenizer == "byte" && tokenizer.empty())
+    std::printf("  tokenizer       none found (no tokenizer.json in %s): use --prompt-ids, or import again with "
+                "--tokenizer\n", dir.string().c_str());
+  else
+    std::printf("  tokenizer       %s%s\n", cfg.data.tokenizer.c_str(),
+                tokenizer_ids > m.vocab_size
+                    ? fmt::format(" (warning: {} ids, the model has {}: text with the extra tokens is refused)",
+                                  tokenizer_ids, m.vocab_size).c_str()
+                    : "");
   std::printf("  file            %s (%s)\n", out.c_str(), format_bytes(static_cast<double>(fs::file_size(out))).c_str());
   std::printf("  config          %s (extends: it in a fine-tuning YAML)\n", yaml_path.c_str());
   std::printf("next: %s generate --checkpoint %s -p \"...\"   (or --prompt-ids)\n", program_name().c_str(),

@@ -26,7 +26,8 @@ int cmd_eval(const Args& args) {
   desc.add_options()("help,h", "show this help")("run", po::value(&run), "a run directory (its latest checkpoint)")(
       "checkpoint", po::value(&ckpt), "a checkpoint file")("adapter", po::value(&adapter),
                                                           "a LoRA adapter checkpoint to apply on top")(
-      "data", po::value(&data_path), "evaluate on this text/jsonl file instead (same data.source; a .jsonl name for an imported model)")(
+      "data", po::value(&data_path), "evaluate on this file or directory instead (same data.source; for an imported model a .jsonl file is "
+      "read as JSONL, anything else as text)")(
       "batches", po::value(&batches), "validation batches (default: the config's eval.batches; -1 = all)")(
       "batch-size", po::value(&batch_size), "rows per batch (default: training.batch_size)")(
       "threads", po::value(&threads), "threads (default: all cores)");
@@ -46,7 +47,7 @@ int cmd_eval(const Args& args) {
   DatasetOptions o;
   o.source = data_source_name(cfg.data.source);
   if (cfg.data.source == DataSource::None) {  // an imported model: --data says what to read
-    MG_CHECK(!data_path.empty(), "[eval] {} records no training data (an imported model): give --data FILES",
+    MG_CHECK(!data_path.empty(), "[eval] {} records no training data (an imported model): give --data PATH",
              lm.checkpoint);
     o.source = data_path.ends_with(".jsonl") ? "jsonl" : "text";
   }

@@ -60,8 +60,11 @@ int cmd_generate(const Args& args) {
     prompt = ss.str();
   }
   const bool synthetic = lm.config.data.source == DataSource::Synthetic;
+  // Ids in, ids out: the tokenizer is loaded only for a text prompt (and then gives the
+  // end-of-text id that stops generation early).
+  const bool as_text = prompt_ids.empty();
   std::unique_ptr<Tokenizer> tok;
-  if (!synthetic) tok = load_tokenizer(lm.config.data.tokenizer);
+  if (as_text && !synthetic) tok = load_tokenizer(lm.config.data.tokenizer);
   std::vector<int32_t> ids;
   if (!prompt_ids.empty()) {
     std::istringstream in(prompt_ids);
@@ -80,12 +83,15 @@ int cmd_generate(const Args& args) {
                "data.tokenizer does not fit this model; give --prompt-ids",
                lm.config.data.tokenizer, id, lm.config.model.vocab_size);
   }
-  const bool as_text = tok && prompt_ids.empty();
   if (as_text) std::fputs(prompt.c_str(), stdout);
   std::fflush(stdout);
   auto on_token = [&](int32_t id) {
-    if (!as_text) std::printf("%d ", id);
-    else std::fputs(tok->decode(std::span<const int32_t>(&id, 1)).c_str(), stdout);
+    if (!as_text)
+      std::printf("%d ", id);
+    else if (id >= tok->vocab_size())  // a padding row of the embedding (vocab_size rounded up)
+      std::printf("<|id %d|>", id);
+    else
+      std::fputs(tok->decode(std::span<const int32_t>(&id, 1)).c_str(), stdout);
     std::fflush(stdout);
   };
   GenerateResult r = generate(*lm.model, ids, n, s, tok ? tok->eos_id() : std::nullopt, on_token);

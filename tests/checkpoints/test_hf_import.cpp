@@ -138,6 +138,36 @@ TEST(HfImport, ShardsListedByTheIndexImportLikeOneFile) {
       ASSERT_EQ(pa[i].second.data<float>()[j], pb[i].second.data<float>()[j]) << pa[i].first;
 }
 
+// A tied model saved with lm_head.weight instead of (or beside) the embedding.
+TEST(HfImport, TiedHeadStandsInForTheEmbeddingAndMustEqualIt) {
+  ScratchDir dir;
+  fs::copy_file(kTiny / "config.json", dir.path / "config.json");
+  const SafetensorsFile whole = SafetensorsFile::open((kTiny / "model.safetensors").string());
+  std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> tensors;
+  for (const auto& [name, e] : whole.tensors()) {
+    std::vector<float> v(static_cast<size_t>(e.numel()));
+    whole.read(name, DType::F32, v.data());
+    tensors[name == "backbone.embeddings.weight" ? "lm_head.weight" : name] = {e.shape, v};
+  }
+  write_f32_safetensors(dir.path / "model.safetensors", tensors);
+  HybridLM reference(hf_mamba_model_config((kTiny / "config.json").string()));
+  HybridLM from_head(hf_mamba_model_config((dir.path / "config.json").string()));
+  load_hf_mamba_weights(kTiny.string(), reference);
+  load_hf_mamba_weights(dir.path.string(), from_head);
+  for (int64_t i = 0; i < reference.embedding.weight.numel(); ++i)
+    ASSERT_EQ(from_head.embedding.weight.data<float>()[i], reference.embedding.weight.data<float>()[i]);
+
+  tensors["backbone.embeddings.weight"] = tensors["lm_head.weight"];  // both, equal: fine
+  write_f32_safetensors(dir.path / "model.safetensors", tensors);
+  HybridLM both(hf_mamba_model_config((dir.path / "config.json").string()));
+  load_hf_mamba_weights(dir.path.string(), both);
+  tensors["lm_head.weight"].second[5] += 1.0f;  // both, different: refused
+  write_f32_safetensors(dir.path / "model.safetensors", tensors);
+  HybridLM differ(hf_mamba_model_config((dir.path / "config.json").string()));
+  expect_error([&] { load_hf_mamba_weights(dir.path.string(), differ); },
+               {"model.safetensors", "lm_head.weight differs from backbone.embeddings.weight", "tie_word_embeddings"});
+}
+
 TEST(HfImport, ConfigsMagellanCannotComputeAreRefusedByKeyAndFile) {
   ScratchDir dir;
   const std::string good = read_text(kTiny / "config.json");
@@ -158,6 +188,9 @@ TEST(HfImport, ConfigsMagellanCannotComputeAreRefusedByKeyAndFile) {
   config_error(with("\"model_type\": \"mamba\"", "\"model_type\": \"mamba2\""), {"model_type is 'mamba2'"});
   config_error(with("\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\""), {"hidden_act", "gelu"});
   config_error(with("\"hidden_size\": 16", "\"hidden_size\": \"16\""), {"'hidden_size' must be a positive integer"});
+  config_error(with("\"hidden_size\": 16", "\"hidden_size\": 4294967312"), {"'hidden_size' must be a positive integer"});
+  config_error(with("\"model_type\": \"mamba\"", "\"model_type\": 7"), {"'model_type' must be a string"});
+  config_error(with("\"time_step_min\": 0.001", "\"time_step_min\": null"), {"'time_step_min' must be a number"});
   config_error(with("\"state_size\": 4,", ""), {"missing key 'state_size'"});
   config_error(with("\"intermediate_size\": 32", "\"intermediate_size\": 48"), {"intermediate_size 48"});
   config_error(with("\"time_step_rank\": 3", "\"time_step_rank\": \"big\""), {"time_step_rank"});

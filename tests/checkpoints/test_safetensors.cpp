@@ -88,6 +88,35 @@ TEST(Safetensors, NonFloatAndMissingTensorsAreErrorsNamingTheFile) {
   expect_error([&] { f.entry("nope"); }, {kDtypes, "no tensor 'nope'"});
 }
 
+// F16 corners written bit by bit (subnormals, the largest subnormal, NaN), and a tensor read
+// across many chunks, against values computed by formula.
+TEST(Safetensors, HalfCornersAndChunkedReads) {
+  const fs::path dir = fs::temp_directory_path() / ("magellan_st_chunks_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const uint16_t bits[4] = {0x0001, 0x03ff, 0x8001, 0x7e00};  // 2^-24, 1023 * 2^-24, -2^-24, NaN
+  const int64_t n = 100003;                                    // float32 values k/4 - 1000
+  std::vector<float> big(n);
+  for (int64_t k = 0; k < n; ++k) big[k] = static_cast<float>(k) / 4 - 1000;
+  const std::string data = std::string(reinterpret_cast<const char*>(bits), 8) +
+                           std::string(reinterpret_cast<const char*>(big.data()), n * 4);
+  const std::string path = (dir / "chunks.safetensors").string();
+  write_bytes(path, assemble(R"({"h":{"dtype":"F16","shape":[4],"data_offsets":[0,8]},)"
+                             R"("big":{"dtype":"F32","shape":[100003],"data_offsets":[8,400020]}})", data));
+  const SafetensorsFile f = SafetensorsFile::open(path);
+  double h[4];
+  f.read("h", DType::F64, h, /*chunk_bytes=*/2);  // one element per chunk
+  EXPECT_EQ(h[0], std::ldexp(1.0, -24));
+  EXPECT_EQ(h[1], 1023 * std::ldexp(1.0, -24));
+  EXPECT_EQ(h[2], -std::ldexp(1.0, -24));
+  EXPECT_TRUE(std::isnan(h[3]));
+  for (int64_t chunk : {int64_t{4096}, int64_t{12}, int64_t{4} << 20}) {
+    std::vector<float> back(n, -1);
+    f.read("big", DType::F32, back.data(), chunk);
+    EXPECT_EQ(back, big) << "chunk " << chunk;
+  }
+  fs::remove_all(dir);
+}
+
 TEST(Safetensors, BrokenFilesGiveClearErrors) {
   const fs::path dir = fs::temp_directory_path() / ("magellan_st_" + std::to_string(::getpid()));
   fs::create_directories(dir);
@@ -104,12 +133,25 @@ TEST(Safetensors, BrokenFilesGiveClearErrors) {
         {"huge_header.safetensors", "header length"});
   check("not_json.safetensors", assemble("{\"a\": [", ""), {"not_json.safetensors", "not valid JSON"});
   check("size.safetensors", assemble(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}})", "abcd"),
-        {"size.safetensors", "'w'", "4 bytes for 2 elements"});
+        {"size.safetensors", "'w'", "4 bytes for shape [2] of F32 (8 expected)"});
   check("dtype.safetensors", assemble(R"({"w":{"dtype":"F4","shape":[2],"data_offsets":[0,1]}})", "a"),
         {"'w'", "unknown dtype 'F4'"});
   check("negative.safetensors", assemble(R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", "abcd"),
-        {"'w'", "non-negative integer"});
+        {"'w'", "shape holds -1, not a non-negative 64-bit integer"});
   check("keys.safetensors", assemble(R"({"w":{"dtype":"F32","shape":[1]}})", "abcd"), {"'w'", "data_offsets"});
+  // Sizes that overflow 64 bits, or that point before the data section, are refused.
+  check("big_dim.safetensors", assemble(R"({"w":{"dtype":"F32","shape":[18446744073709551615],"data_offsets":[0,4]}})", "abcd"),
+        {"'w'", "not a non-negative 64-bit integer"});
+  check("wrap.safetensors", assemble(R"({"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", ""),
+        {"'w'", "more elements than 2^63"});
+  check("bytes_wrap.safetensors", assemble(R"({"w":{"dtype":"F32","shape":[4611686018427387905],"data_offsets":[0,4]}})", "abcd"),
+        {"'w'", "needs more than 2^63 bytes"});
+  check("before.safetensors", assemble(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,0]}})", "abcd"),
+        {"'w'", "not a non-negative 64-bit integer"});
+  check("overlap.safetensors",
+        assemble(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                 "abcdefgh"),
+        {"'a' and 'b' overlap"});
   expect_error([&] { SafetensorsFile::open((dir / "absent.safetensors").string()); }, {"absent.safetensors", "cannot open"});
 
   // A hand-assembled valid file reads (the length prefix and offsets as the format says).

@@ -395,6 +395,8 @@ TEST(CliE2E, ImportHfGeneratesLikeHfAndFineTunes) {
              "training:\n  steps: 4\n  batch_size: 4\neval:\n  batches: 1\nlogging:\n  progress: never\n");
   Result ft = magellan(tmp.path, {"train", "ft.yaml", "run_dir=ft_run", "--quiet"});
   ASSERT_EQ(ft.rc, 0) << ft.show();
+  const std::string log = read_text(tmp.path / "ft_run" / "train.log");  // the imported weights were the base
+  EXPECT_NE(log.find("base weights: " + (tmp.path / "tiny.h5").string()), std::string::npos) << log;
   Result ft_gen = magellan(tmp.path, {"generate", "--run", "ft_run", "--prompt-ids", prompt, "-n", "5", "--temp", "0"});
   ASSERT_EQ(ft_gen.rc, 0) << ft_gen.show();
   EXPECT_EQ(ints_in(ft_gen.out).size(), 5u) << ft_gen.show();
