@@ -1,6 +1,7 @@
 #pragma once
-// Shared by tests/checkpoints/*.cpp: a scratch directory per test, the system python with
-// h5py (the independent reader/writer the files are checked against), file bytes.
+// Shared by tests/checkpoints/*.cpp: a scratch directory per test, error-message checks, the
+// system python with h5py (the independent reader/writer the files are checked against), file
+// bytes.
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +15,8 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include "autograd/error.h"
 
 namespace mg::test {
 
@@ -35,6 +38,17 @@ struct ScratchDir {
   }
   std::string file(const std::string& name) const { return (path / name).string(); }
 };
+
+// Runs `f`, expects an mg::Error whose message contains every one of `parts`.
+template <class F>
+void expect_error(F f, std::initializer_list<std::string> parts) {
+  try {
+    f();
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+  }
+}
 
 // /usr/bin/python3 has h5py and numpy; the `python3` on PATH may not.
 inline constexpr const char* kPython = "/usr/bin/python3";

@@ -13,11 +13,14 @@
 #include "checkpoints/h5_file.h"
 #include "checkpoints/hf_import.h"
 #include "checkpoints/safetensors.h"
+#include "h5_test_util.h"
 
 namespace mg {
 namespace {
 
 namespace fs = std::filesystem;
+using test::expect_error;
+using test::ScratchDir;
 
 const fs::path kFixtures = fs::path(MAGELLAN_SOURCE_DIR) / "tests" / "fixtures";
 const fs::path kTiny = kFixtures / "hf_mamba_tiny";
@@ -27,16 +30,6 @@ std::string read_text(const fs::path& p) {
   return {std::istreambuf_iterator<char>(in), {}};
 }
 void write_text(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
-
-template <class F>
-void expect_error(F f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
 
 // Float32 tensors -> a safetensors file (header by hand, as the format says).
 void write_f32_safetensors(const fs::path& path, const std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>>& tensors) {
@@ -55,13 +48,6 @@ void write_f32_safetensors(const fs::path& path, const std::map<std::string, std
   for (int i = 0; i < 8; ++i) len[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
   write_text(path, len + header + data);
 }
-
-struct ScratchDir {
-  fs::path path = fs::temp_directory_path() / ("magellan_hf_" + std::to_string(::getpid()) + "_" +
-                                               ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  ScratchDir() { fs::create_directories(path); }
-  ~ScratchDir() { fs::remove_all(path); }
-};
 
 TEST(HfImport, ConfigJsonBecomesAnAllMambaModelConfig) {
   const ModelConfig c = hf_mamba_model_config((kTiny / "config.json").string());

@@ -13,11 +13,13 @@
 
 #include "autograd/error.h"
 #include "checkpoints/safetensors.h"
+#include "h5_test_util.h"
 
 namespace mg {
 namespace {
 
 namespace fs = std::filesystem;
+using test::expect_error;
 
 const std::string kDtypes = std::string(MAGELLAN_SOURCE_DIR) + "/tests/fixtures/safetensors_dtypes.safetensors";
 
@@ -36,17 +38,6 @@ std::string assemble(const std::string& header, const std::string& data) {
   uint64_t n = header.size();
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((n >> (8 * i)) & 0xff);
   return out + header + data;
-}
-
-// Runs `f`, expects an mg::Error whose message contains every one of `parts`.
-template <class F>
-void expect_error(F f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    for (const std::string& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
 }
 
 bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
@@ -91,8 +82,8 @@ TEST(Safetensors, NonFloatAndMissingTensorsAreErrorsNamingTheFile) {
 // F16 corners written bit by bit (subnormals, the largest subnormal, NaN), and a tensor read
 // across many chunks, against values computed by formula.
 TEST(Safetensors, HalfCornersAndChunkedReads) {
-  const fs::path dir = fs::temp_directory_path() / ("magellan_st_chunks_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
+  test::ScratchDir scratch;
+  const fs::path& dir = scratch.path;
   const uint16_t bits[4] = {0x0001, 0x03ff, 0x8001, 0x7e00};  // 2^-24, 1023 * 2^-24, -2^-24, NaN
   const int64_t n = 100003;                                    // float32 values k/4 - 1000
   std::vector<float> big(n);
@@ -114,12 +105,11 @@ TEST(Safetensors, HalfCornersAndChunkedReads) {
     f.read("big", DType::F32, back.data(), chunk);
     EXPECT_EQ(back, big) << "chunk " << chunk;
   }
-  fs::remove_all(dir);
 }
 
 TEST(Safetensors, BrokenFilesGiveClearErrors) {
-  const fs::path dir = fs::temp_directory_path() / ("magellan_st_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
+  test::ScratchDir scratch;
+  const fs::path& dir = scratch.path;
   const std::string good = read_bytes(kDtypes);
   auto check = [&](const std::string& file, const std::string& bytes, std::initializer_list<std::string> parts) {
     const std::string path = (dir / file).string();
@@ -165,7 +155,6 @@ TEST(Safetensors, BrokenFilesGiveClearErrors) {
   EXPECT_EQ(back[0], 0.25f);
   EXPECT_EQ(back[1], -8.0f);
   EXPECT_EQ(ok.metadata().at("k"), "v");
-  fs::remove_all(dir);
 }
 
 }  // namespace
