@@ -18,7 +18,8 @@ GenerateResult generate(const HybridLM& model, const std::vector<int32_t>& promp
   Sampler sampler(sampling);
   auto t0 = Clock::now();
   Tensor logits;
-  for (int32_t t : prompt) logits = model.decode_step(Tensor::from_ids({t}, {1}), state);  // (1, V)
+  // The prompt in one batched pass (GEMM, chunked scan), then one token at a time.
+  logits = model.prefill(Tensor::from_ids(prompt, {1, static_cast<int64_t>(prompt.size())}), state);  // (1, V)
   auto t1 = Clock::now();
   res.prompt_s = std::chrono::duration<double>(t1 - t0).count();
   for (int64_t i = 0; i < max_new_tokens; ++i) {

@@ -1,5 +1,7 @@
 #include "model/hybrid_lm.h"
 
+#include <cstring>
+
 #include "autograd/checkpoint.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
@@ -150,6 +152,26 @@ Tensor HybridLM::decode_step(const Tensor& tokens, DecodeState& state) const {
   }
   Tensor h = ops::reshape(norm_f.forward(x), {B, C});
   return head(h);  // (B, V)
+}
+
+Tensor HybridLM::prefill(const Tensor& tokens, DecodeState& state) const {
+  NoGradGuard no_grad;
+  MG_CHECK(tokens.dtype() == DType::I32 && tokens.ndim() == 2 && tokens.dim(1) > 0,
+           "[decode] prefill tokens must be i32 (B,T) with T >= 1, got {}", tokens.describe());
+  MG_CHECK(state.mamba.empty(), "[decode] prefill starts a sequence: give it a fresh DecodeState");
+  const int64_t B = tokens.dim(0), T = tokens.dim(1), C = cfg_.d_model;
+  state.mamba.resize(layers.size());
+  Tensor x = embedding.forward(tokens);  // (B,T,C)
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const HybridLayer& layer = *layers[i];
+    Tensor hn = layer.norm.forward(x);
+    x = ops::add(x, layer.mamba ? layer.mamba->prefill(hn, state.mamba[i]) : layer.moe->forward(hn).out);
+  }
+  Tensor last = Tensor::empty({B, 1, C}, x.dtype());  // (B,1,C): only the last position needs logits
+  const size_t row = static_cast<size_t>(C) * dtype_size(x.dtype());
+  for (int64_t b = 0; b < B; ++b)
+    std::memcpy(static_cast<char*>(last.raw()) + b * row, static_cast<const char*>(x.raw()) + (b * T + T - 1) * row, row);
+  return head(ops::reshape(norm_f.forward(last), {B, C}));  // (B, V)
 }
 
 Tensor HybridLM::head(const Tensor& h, Rng* rng, bool training) const {

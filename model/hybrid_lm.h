@@ -69,6 +69,10 @@ class HybridLM : public Module {
   // as early as possible: its router applied to the residual stream before the layers in
   // between have run (they change it little), so reads overlap with their compute.
   Tensor decode_step(const Tensor& tokens, DecodeState& state) const;
+  // Starts decoding with a whole prompt: tokens I32 (B,T) -> logits (B, V) of the last
+  // position, leaving `state` (fresh) where T decode_steps would; the layers run batched
+  // (GEMM, chunked scan) instead of token by token.
+  Tensor prefill(const Tensor& tokens, DecodeState& state) const;
 
   // Inference with expert streaming (model/expert_source.h): every MoE layer takes its
   // experts from `source` and its resident expert weights are freed. Call before loading a

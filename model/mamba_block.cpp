@@ -86,6 +86,41 @@ Tensor MambaMixer::forward(const Tensor& h, Rng* rng, bool training) const {
   return out_proj.forward(y, rng, training);                  // (B,T,C)
 }
 
+Tensor MambaMixer::prefill(const Tensor& h, MambaState& state) const {
+  NoGradGuard no_grad;
+  MG_CHECK(h.ndim() == 3, "[mamba prefill] expects (B,T,C), got {}", h.describe());
+  MG_CHECK(!state.ssm.defined(), "[mamba prefill] the state must be fresh: a prefill starts a sequence");
+  const int64_t B = h.dim(0), T = h.dim(1);
+  const DType dt_type = h.dtype();
+  const size_t es = dtype_size(dt_type);
+  Tensor xz = in_proj.forward(h);                             // (B,T,2D)
+  Tensor x = ops::slice_last(xz, 0, D);                       // (B,T,D)
+  Tensor z = ops::slice_last(xz, D, D);                       // (B,T,D)
+  // The conv state: the last K-1 inputs, zeros where the sequence is shorter (its left padding).
+  state.conv = Tensor::zeros({B, K - 1, D}, dt_type);         // (B,K-1,D)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < K - 1; ++j) {
+      const int64_t t = T - (K - 1) + j;
+      if (t >= 0)
+        std::memcpy(static_cast<char*>(state.conv.raw()) + (b * (K - 1) + j) * D * es,
+                    static_cast<const char*>(x.raw()) + (b * T + t) * D * es, D * es);
+    }
+  Tensor xc = ops::silu(conv1d.forward(x));                   // (B,T,D)
+  Tensor x_dbl = x_proj.forward(xc);                          // (B,T,R+2N)
+  Tensor dt = dt_proj.forward_no_bias(ops::slice_last(x_dbl, 0, R));  // (B,T,D)
+  Tensor Bm = ops::slice_last(x_dbl, R, N);                   // (B,T,N)
+  Tensor Cm = ops::slice_last(x_dbl, R + N, N);               // (B,T,N)
+  state.ssm = Tensor::zeros({B, D, N}, dt_type);              // (B,D,N): the state after step T-1
+  Tensor y = Tensor::empty({B, T, D}, dt_type);               // (B,T,D)
+  MG_DISPATCH_FLOAT(dt_type, "mamba prefill", [&] {
+    selective_scan_forward<scalar_t>(ScanShape{B, T, D, N, scan_chunk}, xc.data<scalar_t>(), dt.data<scalar_t>(),
+                                     dt_proj.bias.data<scalar_t>(), A_log.data<scalar_t>(), Bm.data<scalar_t>(),
+                                     Cm.data<scalar_t>(), Dskip.data<scalar_t>(), z.data<scalar_t>(),
+                                     y.data<scalar_t>(), /*chunk_states=*/nullptr, state.ssm.data<scalar_t>());
+  });
+  return out_proj.forward(y);                                 // (B,T,C)
+}
+
 Tensor MambaMixer::step(const Tensor& h, MambaState& state) const {
   NoGradGuard no_grad;
   MG_CHECK(h.ndim() == 3 && h.dim(1) == 1, "[mamba step] expects one token (B,1,C), got {}", h.describe());

@@ -31,6 +31,11 @@ class MambaMixer : public Module {
   // h (B,1,C) -> (B,1,C); `state` is created zeroed on the first call.
   Tensor step(const Tensor& h, MambaState& state) const;
 
+  // Starts decoding with a whole prompt at once: the forward's batched products and chunked
+  // scan, leaving in `state` (which must be fresh) what `step` continues from: the last K-1
+  // conv inputs and the scan's final state. h (B,T,C) -> (B,T,C), the forward's output.
+  Tensor prefill(const Tensor& h, MambaState& state) const;
+
   // Init as state-spaces/mamba (design.md §3), drawing from rng in a fixed order.
   void init(const ModelConfig& cfg, Rng& rng);
 

@@ -189,6 +189,15 @@ TEST(ExpertStream, DecodeLogitsAndTokensEqualTheResidentModel) {
   s.temperature = 0.9;
   s.seed = 5;
   const GenerateResult want_gen = generate(*resident.model, prompt, 24, s, std::nullopt);
+  // generate() prefills the prompt in one batched pass: each MoE layer acquires the distinct
+  // experts the prompt's tokens route to, once.
+  int64_t prefill_requests = 0;
+  {
+    NoGradGuard no_grad;
+    const int64_t P = static_cast<int64_t>(prompt.size());
+    for (const RoutingStats& r : resident.model->forward(Tensor::from_ids(prompt, {1, P}), Tensor()).routing)
+      for (int64_t n : r.tokens_per_expert) prefill_requests += n > 0;
+  }
 
   struct Case {
     double cache_experts;
@@ -210,8 +219,9 @@ TEST(ExpertStream, DecodeLogitsAndTokensEqualTheResidentModel) {
     EXPECT_EQ(generate(*lm->model, prompt, 24, s, std::nullopt).tokens, want_gen.tokens);
     const ExpertStreamStats st = lm->experts->stats();
     EXPECT_EQ(st.hits + st.prefetch_hits + st.misses, st.requests);
-    // 2 MoE layers x top-2 x decode steps: 8 + 24 here, 8 + 23 in generate (no step after the last)
-    EXPECT_EQ(st.requests, 2 * 2 * (8 + 24 + 8 + 23));
+    // 2 MoE layers x top-2 x decode steps: 8 + 24 here, 23 in generate (no step after the
+    // last), plus generate's prefill
+    EXPECT_EQ(st.requests, 2 * 2 * (8 + 24 + 23) + prefill_requests);
     EXPECT_LE(st.peak_cache_bytes, static_cast<int64_t>(c.cache_experts) * one);
     const int64_t record = lm->experts->store().entries()[0].bytes;  // buffered reads skip the padding
     EXPECT_EQ(st.bytes_read, st.reads * (c.direct ? (record + 4095) / 4096 * 4096 : record));

@@ -80,6 +80,8 @@ class HfMambaOracle : public ::testing::Test {
     return Tensor::from_ids(file_.read_vector<int32_t>(path), file_.shape(path));
   }
 
+  void expect_greedy_decoding_matches_hf(bool prefill);
+
   H5File file_;
   ModelConfig cfg_;
   std::unique_ptr<HybridLM> model_;
@@ -121,9 +123,17 @@ TEST_F(HfMambaOracle, EveryParameterGradientMatchesHuggingFace) {
   EXPECT_EQ(compared, static_cast<int>(model_->named_parameters().size()));
 }
 
-// Greedy decoding one token at a time through decode_step (the recurrent path) gives HF's
-// tokens, and each step's logits equal the logits HF chose that token from.
+// Greedy decoding through decode_step (the recurrent path), the prompt fed token by token or
+// prefilled in one batched pass, gives HF's tokens, and each step's logits equal the logits HF
+// chose that token from.
 TEST_F(HfMambaOracle, RecurrentGreedyDecodingMatchesHuggingFaceGenerate) {
+  for (bool prefill : {false, true}) {
+    SCOPED_TRACE(prefill ? "prompt prefilled" : "prompt token by token");
+    expect_greedy_decoding_matches_hf(prefill);
+  }
+}
+
+void HfMambaOracle::expect_greedy_decoding_matches_hf(bool prefill) {
   NoGradGuard no_grad;
   const std::vector<int32_t> prompt = file_.read_vector<int32_t>("/generate/prompt");
   const std::vector<int32_t> expected = file_.read_vector<int32_t>("/generate/tokens");
@@ -132,8 +142,11 @@ TEST_F(HfMambaOracle, RecurrentGreedyDecodingMatchesHuggingFaceGenerate) {
   ASSERT_EQ(static_cast<int64_t>(scores.size()), G * V);
 
   HybridLM::DecodeState state;
-  Tensor logits;
-  for (int32_t t : prompt) logits = model_->decode_step(Tensor::from_ids({t}, {1}), state);  // (1, V)
+  Tensor logits;  // (1, V)
+  if (prefill)
+    logits = model_->prefill(Tensor::from_ids(prompt, {1, static_cast<int64_t>(prompt.size())}), state);
+  else
+    for (int32_t t : prompt) logits = model_->decode_step(Tensor::from_ids({t}, {1}), state);
   std::vector<int32_t> generated(prompt);
   double worst = 0;
   for (int64_t g = 0; g < G; ++g) {

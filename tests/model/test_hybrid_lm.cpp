@@ -206,6 +206,43 @@ TEST(HybridLM, RecurrentDecodingMatchesParallelForward) {
   EXPECT_LT(max_diff, 1e-10);
 }
 
+// A prompt prefilled in one batched pass, then decoded on, gives the logits of decoding every
+// token one by one: prompts shorter than the conv window (T < K-1), equal to it, and longer
+// than a scan chunk; Mamba and MoE layers; two sequences.
+TEST(HybridLM, PrefillThenDecodeMatchesDecodingTokenByToken) {
+  for (const std::string pattern : {"MEMM", "EM"}) {
+    ModelConfig cfg = tiny_config(pattern);  // d_conv 3: the conv state holds 2 inputs
+    HybridLM model(cfg, DType::F64);
+    model.init(13);
+    for (auto& layer : model.layers)
+      if (layer->mamba) layer->mamba->scan_chunk = 4;  // prompts of 7 cross chunk boundaries
+    const int64_t B = 2, V = cfg.vocab_size, more = 4;
+    for (int64_t P : {1, 2, 7}) {
+      SCOPED_TRACE(::testing::Message() << pattern << " prompt " << P);
+      Tensor tok = random_ids(B, P + more, V, 21 + P);
+      auto column = [&](int64_t t) {
+        std::vector<int32_t> col(B);
+        for (int64_t b = 0; b < B; ++b) col[b] = tok.data<int32_t>()[b * (P + more) + t];
+        return Tensor::from_ids(col, {B});
+      };
+      HybridLM::DecodeState one_by_one, prefilled;
+      std::vector<Tensor> want;
+      for (int64_t t = 0; t < P + more; ++t) want.push_back(model.decode_step(column(t), one_by_one));
+      std::vector<int32_t> prompt;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < P; ++t) prompt.push_back(tok.data<int32_t>()[b * (P + more) + t]);
+      std::vector<Tensor> got{model.prefill(Tensor::from_ids(prompt, {B, P}), prefilled)};
+      for (int64_t t = P; t < P + more; ++t) got.push_back(model.decode_step(column(t), prefilled));
+      double max_diff = 0;
+      for (size_t k = 0; k < got.size(); ++k)
+        for (int64_t i = 0; i < B * V; ++i)
+          max_diff = std::max(max_diff, std::abs(got[k].item(i) - want[P - 1 + k].item(i)));
+      EXPECT_LT(max_diff, 1e-10);
+      EXPECT_THROW(model.prefill(Tensor::from_ids(prompt, {B, P}), prefilled), Error);  // not fresh
+    }
+  }
+}
+
 TEST(HybridLM, GradientCheckpointingGivesIdenticalGradients) {
   ModelConfig cfg = tiny_config("MEME");
   HybridLM model(cfg, DType::F32);
