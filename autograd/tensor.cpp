@@ -1,10 +1,9 @@
 #include "autograd/tensor.h"
 
-#include <sys/mman.h>
-
 #include <cstdlib>
 #include <cstring>
 
+#include "autograd/block_cache.h"
 #include "autograd/half.h"
 
 namespace mg {
@@ -23,12 +22,14 @@ std::string shape_str(const Shape& s) {
 
 Storage::Storage(size_t n) : bytes(n) {
   if (n >= kMmapThresholdBytes) {
-    // Anonymous private pages: zero-filled by the kernel and not resident until touched, and
-    // munmap returns them to the OS at once (glibc's free may keep a large heap block). This
-    // is what lets a 13 GB float model be built and quantized layer by layer in a few GB.
-    void* p = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    MG_CHECK(p != MAP_FAILED, "[tensor] out of memory mapping {} bytes; free memory or use a smaller model", n);
-    ptr = p;
+    // Anonymous private pages (or a block a BlockCache scope kept): not resident until
+    // touched, and unmapped at once when freed outside a scope (glibc's free may keep a large
+    // heap block). This is what lets a 13 GB float model be built and quantized layer by
+    // layer in a few GB.
+    const MappedBlock b = BlockCache::acquire(n);
+    ptr = b.ptr;
+    capacity = b.capacity;
+    zeroed = b.zeroed;
     mapped = true;
     return;
   }
@@ -38,7 +39,7 @@ Storage::Storage(size_t n) : bytes(n) {
 }
 Storage::~Storage() {
   if (mapped)
-    munmap(ptr, bytes);
+    BlockCache::release(ptr, capacity);
   else
     std::free(ptr);
 }
@@ -63,8 +64,8 @@ Tensor Tensor::meta(const Shape& shape, DType dtype, std::string name) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, std::string name) {
   Tensor t = empty(shape, dtype, std::move(name));
-  // Fresh mmapped pages are already zero; writing them would only make them resident.
-  if (!t.impl()->storage->mapped) std::memset(t.raw(), 0, t.bytes());
+  // Freshly mapped pages are already zero; writing them would only make them resident.
+  if (!t.impl()->storage->zeroed) std::memset(t.raw(), 0, t.bytes());
   return t;
 }
 

@@ -22,7 +22,8 @@ std::string shape_str(const Shape& s);  // "[2, 3, 4]"
 
 // Raw aligned bytes (64-byte aligned, so AVX loads never straddle a cache line at the start).
 // Blocks of at least kMmapThresholdBytes are anonymous mmaps (page-aligned, zero-filled by
-// the OS, resident only once touched, unmapped on destruction); smaller ones aligned_alloc.
+// the OS, resident only once touched, unmapped on destruction unless a BlockCache scope keeps
+// them for reuse: block_cache.h); smaller ones aligned_alloc.
 struct Storage {
   static constexpr size_t kMmapThresholdBytes = size_t{1} << 20;  // 1 MiB
   explicit Storage(size_t bytes);
@@ -31,7 +32,9 @@ struct Storage {
   Storage& operator=(const Storage&) = delete;
   void* ptr = nullptr;
   size_t bytes = 0;
-  bool mapped = false;  // true: mmap'd, so zero at birth and freed with munmap
+  size_t capacity = 0;  // mapped bytes (>= bytes) when mapped
+  bool mapped = false;  // true: from BlockCache (mmap'd)
+  bool zeroed = false;  // true: a fresh mapping, all zero at birth
 };
 
 class Tensor;
