@@ -1,10 +1,12 @@
 // magellan eval: loss, perplexity and task accuracy of a checkpoint on a validation split.
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include <boost/program_options.hpp>
 
 #include "autograd/blas.h"
+#include "autograd/block_cache.h"
 #include "cli/commands.h"
 #include "cli/stream_flags.h"
 #include "data/dataset.h"
@@ -68,6 +70,10 @@ int cmd_eval(const Args& args) {
   auto data = make_dataset(o, tok.get());
   const int64_t B = batch_size > 0 ? batch_size : cfg.training.batch_size;
   const int64_t n = vm.count("batches") ? batches : cfg.eval.batches;
+  // Every batch allocates the same activations: keep the freed blocks (not when streaming
+  // experts, whose memory bound is --expert-cache-mb's).
+  std::optional<BlockCache::Scope> keep_blocks;
+  if (cfg.training.block_cache && !lm.experts) keep_blocks.emplace();
   EvalResult r = evaluate(*lm.model, *data, B, n);
   std::printf("checkpoint %s (step %lld)\n", lm.checkpoint.c_str(), static_cast<long long>(lm.step));
   std::printf("eval: %lld tokens  loss %.4f  perplexity %.3f", static_cast<long long>(r.tokens), r.loss, r.ppl);

@@ -140,6 +140,7 @@ struct TrainingConfig {
   int checkpoint_every_n_layers = 2;       // used when grad_checkpointing = every_n
   OnNonfinite on_nonfinite = OnNonfinite::Stop;
   int64_t log_every = 10;
+  bool block_cache = true;                 // reuse freed large blocks across steps (autograd/block_cache.h)
   bool operator==(const TrainingConfig&) const = default;
 };
 

@@ -334,6 +334,8 @@ std::vector<FieldSpec> make_fields() {
   f.push_back(enum_field("training.on_nonfinite", "a NaN/Inf loss or gradient: skip the step or stop",
                          FIELD(training.on_nonfinite), {OnNonfinite::Skip, OnNonfinite::Stop}, on_nonfinite_name));
   f.push_back(int_field("training.log_every", "steps between log lines", FIELD(training.log_every), 1));
+  f.push_back(bool_field("training.block_cache", "keep freed activation blocks for the next step (faster, "
+                         "up to 25% more mapped memory)", FIELD(training.block_cache)));
 
   // eval, checkpoint, logging.
   f.push_back(int_field("eval.every", "steps between evals; 0 = never", FIELD(eval.every), 0));

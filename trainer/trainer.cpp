@@ -8,12 +8,14 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "autograd/blas.h"
+#include "autograd/block_cache.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
 #include "checkpoints/atomic_save.h"
@@ -277,6 +279,10 @@ TrainSummary Trainer::Impl::train() {
     keep_last(ckpt_dir, "step_*.h5", cfg.checkpoint.keep_last, protect);
   };
 
+  // Every step allocates the same activations and gradients: keep the freed blocks for the next
+  // one instead of unmapping and page-faulting them again (autograd/block_cache.h).
+  std::optional<BlockCache::Scope> keep_blocks;
+  if (tc.block_cache) keep_blocks.emplace();
   while (state.step < tc.steps) {
     if (g_stop_requested || (opts.stop_after_steps >= 0 && steps_this_run >= opts.stop_after_steps)) break;
     const auto t0 = std::chrono::steady_clock::now();

@@ -144,6 +144,14 @@ TEST(ConfigRoundTrip, QloraQuantizeEmbeddingParsesAndRoundTrips) {
   EXPECT_TRUE(reload(ExperimentConfig{}).qlora.quantize_embedding);
 }
 
+TEST(ConfigRoundTrip, TrainingBlockCacheParsesAndRoundTrips) {
+  EXPECT_TRUE(ExperimentConfig{}.training.block_cache);
+  const ExperimentConfig c = load_config_text("training:\n  block_cache: false\n", "t.yaml").config;
+  EXPECT_FALSE(c.training.block_cache);
+  EXPECT_NE(to_yaml(c).find("\n  block_cache: false"), std::string::npos);
+  EXPECT_FALSE(reload(c).training.block_cache);
+}
+
 TEST(ConfigRoundTrip, WritesEveryKeyOnce) {
   std::string yaml = to_yaml(ExperimentConfig{});
   for (const auto& path : config_key_paths()) {
@@ -153,7 +161,7 @@ TEST(ConfigRoundTrip, WritesEveryKeyOnce) {
     size_t first = yaml.find(needle);
     EXPECT_NE(first, std::string::npos) << "to_yaml lacks " << path;
   }
-  EXPECT_EQ(config_key_paths().size(), 69u) << "a key was added or removed: update docs/config.md";
+  EXPECT_EQ(config_key_paths().size(), 70u) << "a key was added or removed: update docs/config.md";
 }
 
 }  // namespace

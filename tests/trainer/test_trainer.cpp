@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "autograd/block_cache.h"
 #include "checkpoints/atomic_save.h"
 #include "checkpoints/h5_file.h"
 #include "checkpoints/metrics_reader.h"
@@ -87,6 +88,38 @@ TEST(Trainer, ResumeIsBitExact) {
     fs::remove_all(*a.run_dir);
     fs::remove_all(*b.run_dir);
   }
+}
+
+TEST(Trainer, BlockCacheChangesNoBit) {
+  // Activations of >= 1 MiB (B 16 x T 256 x C 64 floats), so the trainer's BlockCache scope
+  // hands dirty blocks back to later steps: every loss and weight must be what fresh, zeroed
+  // mappings give.
+  std::vector<std::vector<double>> losses;
+  std::vector<std::vector<float>> weights;
+  for (bool cache : {false, true}) {
+    ExperimentConfig c = tiny_run(cache ? "block_cache_on" : "block_cache_off");
+    c.model.d_model = 64;
+    c.data.seq_len = 256;
+    c.training.batch_size = 16;
+    c.training.steps = 4;
+    c.training.block_cache = cache;
+    c.checkpoint.every = 0;
+    c.eval.every = 2;
+    BlockCache::reset_stats();
+    TrainSummary s = Trainer(c, "block_cache", {.quiet = true}).run();
+    const BlockCacheStats st = BlockCache::stats();
+    if (cache)
+      EXPECT_GT(st.hits, 4 * st.misses) << "the steps should reuse their blocks";
+    else
+      EXPECT_EQ(st.hits, 0);
+    EXPECT_EQ(st.cached_bytes, 0u) << "the scope closes with the run";
+    losses.push_back(s.step_losses);
+    weights.push_back(final_weights(s.last_checkpoint));
+    fs::remove_all(*c.run_dir);
+  }
+  ASSERT_EQ(losses[0].size(), 4u);
+  EXPECT_EQ(losses[0], losses[1]);
+  EXPECT_TRUE(weights[0] == weights[1]);
 }
 
 TEST(Trainer, RefusesToOverwriteAnExistingRunAndKeepsLastN) {
