@@ -2,22 +2,26 @@
 // initialized and run, and what does one QLoRA training step cost in time and peak RSS?
 // Plain main, prints figures:
 //   cd /work/main && build-x/bench_production3b [--mode fp32|qlora|all] [--config PATH] [--fwd-seq 64]
-//                              [--seq 512] [--rank 64] [--steps 1] [--no-baseline]
+//                              [--seq 512] [--rank 64] [--steps 1] [--no-baseline] [--no-block-cache]
 //   fp32   float32 model: construct, init(seed), one no-grad forward at batch 1, fwd-seq tokens.
 //   qlora  streaming QLoRA init (HybridLM::init(seed, quantize_linears=true): one layer's
 //          float32 weights resident at a time; the tied embedding NF4 too, as the config's
 //          qlora.quantize_embedding, default true), apply_lora (r on in_proj, out_proj), then
 //          `steps` training steps at batch 1, `seq` tokens, gradient checkpointing every layer,
 //          AdamW over the adapters. Baseline, same run: one no-grad forward at the same
-//          length (so a step reads as a multiple of a forward).
+//          length (so a step reads as a multiple of a forward). The steps run inside a
+//          BlockCache scope, as the trainer's (--no-block-cache: without, to compare; peak RSS
+//          is per process, so compare two runs).
 // Peak RSS is VmHWM; it is reset through /proc/self/clear_refs ("5") between the modes of
 // --mode all and before the qlora steps, so each phase's peak is its own.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <string>
 
+#include "autograd/block_cache.h"
 #include "autograd/tape.h"
 #include "experiments/config_loader.h"
 #include "model/hybrid_lm.h"
@@ -35,6 +39,7 @@ struct Args {
   std::string config = "experiments/presets/production3B.yaml";  // run from the repository root
   int fwd_seq = 64, seq = 512, rank = 64, steps = 1;
   bool baseline = true;
+  bool block_cache = true;
 };
 
 Args parse(int argc, char** argv) {
@@ -52,6 +57,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--rank") a.rank = std::stoi(next());
     else if (k == "--steps") a.steps = std::stoi(next());
     else if (k == "--no-baseline") a.baseline = false;
+    else if (k == "--no-block-cache") a.block_cache = false;
     else throw mg::Error("[bench_production3b] unknown option " + k +
                          "; see the comment at the top of bench/bench_production3b.cpp");
   }
@@ -162,6 +168,9 @@ void run_qlora(const mg::ExperimentConfig& cfg, const Args& a) {
   }
   const int64_t init_peak = mg::peak_rss_bytes();
   reset_peak_rss();  // the step's own peak, apart from the init's
+  std::optional<mg::BlockCache::Scope> keep_blocks;  // as training.block_cache in the trainer
+  if (a.block_cache) keep_blocks.emplace();
+  std::printf("block cache %s\n", a.block_cache ? "on (training.block_cache: true)" : "off");
   for (int s = 0; s < a.steps; ++s) {
     t0 = Clock::now();
     mg::ForwardOptions opts;

@@ -11,8 +11,12 @@
 //      keeps saved at the end of the forward, and a hash of every gradient (they must agree).
 //
 //   run from the repository root:  build-*/bench_train_step   (~4 min at load 7 on 2 cores)
+//   Both sections run with and without the BlockCache (autograd/block_cache.h: freed large
+//   blocks kept for reuse, as the trainer does) and compare them in the same run.
+//
 //   flags: --steps N --threads 1,2 --seq S --batch B --ckpt-seq S --ckpt-batch B
 //          --ckpt-steps N --ckpt-threads T --only throughput|checkpointing --no-breakdown
+//          --block-cache off,on (the modes to run; default both)
 //          --config FILE --set key=value (repeatable; e.g. --set lora.enabled=true --set
 //          qlora.enabled=true: QLoRA, section 2 only);  internal: --child --checkpointing P
 //   The machine is shared: the load average is printed at the start and the end.
@@ -29,6 +33,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <ctime>
 #include <fstream>
 #include <map>
@@ -37,6 +42,7 @@
 #include <vector>
 
 #include "autograd/blas.h"
+#include "autograd/block_cache.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
 #include "experiments/config_loader.h"
@@ -91,6 +97,7 @@ struct Options {
   std::vector<std::string> overrides;  // --set key=value (repeatable), as `magellan train`
   int steps = 5;                     // timed steps after the warm-up
   std::vector<int> threads = {1, 2};
+  std::vector<bool> block_cache = {false, true};  // --block-cache off,on
   int seq = 128, batch = 4;
   int ckpt_seq = 512, ckpt_batch = 2, ckpt_steps = 3, ckpt_threads = 2;
   std::string only;                  // "", "throughput" or "checkpointing"
@@ -129,6 +136,14 @@ Options parse_options(int argc, char** argv) {
       o.threads.clear();
       std::stringstream ss(v);
       for (std::string t; std::getline(ss, t, ',');) o.threads.push_back(to_int(key, t));
+    } else if (key == "--block-cache") {
+      o.block_cache.clear();
+      std::stringstream ss(v);
+      for (std::string t; std::getline(ss, t, ',');) {
+        MG_CHECK(t == "on" || t == "off", "[bench_train_step] --block-cache takes on, off or "
+                 "on,off; got '{}'", v);
+        o.block_cache.push_back(t == "on");
+      }
     } else {
       throw mg::Error("[bench_train_step] unknown flag '" + key + "'; the flags are listed at "
                       "the top of bench/bench_train_step.cpp");
@@ -138,6 +153,7 @@ Options parse_options(int argc, char** argv) {
                o.ckpt_batch >= 1 && !o.threads.empty() &&
                *std::min_element(o.threads.begin(), o.threads.end()) >= 1,
            "[bench_train_step] --steps, --ckpt-steps, --seq, --batch, --threads must be >= 1");
+  MG_CHECK(!o.block_cache.empty(), "[bench_train_step] --block-cache needs on, off or off,on");
   MG_CHECK(o.checkpointing == "none" || o.checkpointing == "every_layer",
            "[bench_train_step] --checkpointing is none or every_layer, got '{}'", o.checkpointing);
   MG_CHECK(o.only.empty() || o.only == "throughput" || o.only == "checkpointing",
@@ -391,21 +407,28 @@ std::vector<Part> component_breakdown(Setup& s) {
 // ---------------------------------------------------------------------------------------------
 struct ThroughputRow {
   int threads = 1;
+  bool block_cache = false;
+  mg::BlockCacheStats cache;  // over the timed steps
   double peak = 0, load = 0;                             // FMA GFLOP/s; 1-min load at the end
   double median_s = 0, min_s = 0, cpu_s = 0, fwd = 0, bwd = 0, opt = 0;  // per step
   double loss_first = 0, loss_last = 0;
   std::vector<Part> parts;
 };
 
-ThroughputRow measure_throughput(const Options& o, int threads) {
+ThroughputRow measure_throughput(const Options& o, int threads, bool block_cache) {
   mg::set_num_threads(threads);
   ThroughputRow row;
   row.threads = threads;
+  row.block_cache = block_cache;
   row.peak = fma_peak_gflops(threads, 5);
   Setup s = make_setup(o, o.seq, o.batch);  // fresh weights: every thread count starts equal
-  std::fprintf(stderr, "[bench_train_step] %d thread(s): warm-up + %d steps\n", threads, o.steps);
+  std::optional<mg::BlockCache::Scope> keep_blocks;  // as the trainer's loop, when on
+  if (block_cache) keep_blocks.emplace();
+  std::fprintf(stderr, "[bench_train_step] %d thread(s), block cache %s: warm-up + %d steps\n", threads,
+               block_cache ? "on" : "off", o.steps);
   const StepResult warm = train_step(s, mg::GradCheckpointing::None, false);
   validate_first_step(warm, s.cfg.model, "throughput warm-up");
+  mg::BlockCache::reset_stats();
   std::vector<double> total, cpu, fwd, bwd, opt;
   row.loss_first = row.loss_last = warm.loss;
   for (int i = 0; i < o.steps; ++i) {
@@ -417,6 +440,7 @@ ThroughputRow measure_throughput(const Options& o, int threads) {
     row.loss_last = r.loss;
   }
   validate_loss_fell(row.loss_first, row.loss_last, "throughput");
+  row.cache = mg::BlockCache::stats();
   row.median_s = median(total), row.min_s = *std::min_element(total.begin(), total.end());
   row.cpu_s = median(cpu), row.fwd = median(fwd), row.bwd = median(bwd), row.opt = median(opt);
   if (o.breakdown) row.parts = component_breakdown(s);
@@ -448,26 +472,38 @@ void run_throughput(const Options& o) {
               fm.moe_params / 1e6, m.n_moe_layers(), fm.head_params / 1e6, fm.scan_flops / 1e6,
               fm.per_token() / 1e6);
   std::vector<ThroughputRow> rows;
-  for (int threads : o.threads) rows.push_back(measure_throughput(o, threads));
+  for (int threads : o.threads)
+    for (bool cache : o.block_cache) rows.push_back(measure_throughput(o, threads, cache));
 
-  std::printf("\n| threads | step s (median of %d) | min s | CPU s | forward s | backward s | "
-              "norm+AdamW s | tokens/s | GFLOP/s | FMA peak GFLOP/s | MFU | MFU by CPU time | "
-              "loss first -> last | load 1 min |\n|", o.steps);
-  for (int i = 0; i < 14; ++i) std::printf(" --- |");
+  std::printf("\n| threads | block cache | step s (median of %d) | min s | CPU s | forward s | "
+              "backward s | norm+AdamW s | tokens/s | vs no cache | GFLOP/s | FMA peak GFLOP/s | "
+              "MFU | MFU by CPU time | loss first -> last | large blocks reused | load 1 min |\n|",
+              o.steps);
+  for (int i = 0; i < 17; ++i) std::printf(" --- |");
   for (const ThroughputRow& r : rows) {
     const double flops = fm.per_token() * tokens, gflops = flops / r.median_s * 1e-9;
     const double cpu_gflops = flops / (r.cpu_s / r.threads) * 1e-9;
-    std::printf("\n| %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.0f | %.1f | %.1f | %.1f%% | "
-                "%.1f%% | %.3f -> %.3f | %.2f |",
-                r.threads, r.median_s, r.min_s, r.cpu_s, r.fwd, r.bwd, r.opt, tokens / r.median_s,
-                gflops, r.peak, 100.0 * gflops / r.peak, 100.0 * cpu_gflops / r.peak, r.loss_first,
-                r.loss_last, r.load);
+    std::string ratio = "-", reused = "-";
+    for (const ThroughputRow& base : rows)  // the same thread count without the cache
+      if (r.block_cache && !base.block_cache && base.threads == r.threads)
+        ratio = fmt::format("{:.2f}x", base.median_s / r.median_s);
+    if (r.block_cache)
+      reused = fmt::format("{} of {}, {} unmapped", r.cache.hits, r.cache.hits + r.cache.misses,
+                           r.cache.unmapped_blocks);
+    std::printf("\n| %d | %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.0f | %s | %.1f | %.1f | "
+                "%.1f%% | %.1f%% | %.3f -> %.3f | %s | %.2f |",
+                r.threads, r.block_cache ? "on" : "off", r.median_s, r.min_s, r.cpu_s, r.fwd, r.bwd,
+                r.opt, tokens / r.median_s, ratio.c_str(), gflops, r.peak, 100.0 * gflops / r.peak,
+                100.0 * cpu_gflops / r.peak, r.loss_first, r.loss_last, reused.c_str(), r.load);
   }
   std::printf("\n");
   if (!o.breakdown) return;
   std::printf("\nPer-component time (each block alone on its own tape, best of 2, times its "
               "count), seconds per step:\n\n| component | count |");
-  for (const ThroughputRow& r : rows) std::printf(" %d thr fwd | %d thr bwd |", r.threads, r.threads);
+  for (const ThroughputRow& r : rows) {
+    const char* c = r.block_cache ? ", cache" : "";
+    std::printf(" %d thr%s fwd | %d thr%s bwd |", r.threads, c, r.threads, c);
+  }
   std::printf("\n| --- | --- |");
   for (size_t i = 0; i < rows.size(); ++i) std::printf(" --- | --- |");
   for (size_t p = 0; p < rows.front().parts.size(); ++p) {
@@ -488,7 +524,7 @@ void run_throughput(const Options& o) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Section 2: gradient checkpointing, one child process per policy.
+// Section 2: gradient checkpointing, one child process per policy and block-cache mode.
 // ---------------------------------------------------------------------------------------------
 // Resets VmHWM to the current RSS (Linux >= 4.0: "5" to /proc/self/clear_refs), so the peak
 // excludes the setup (QLoRA builds fp32 weights, then quantizes them). False if refused.
@@ -506,6 +542,8 @@ int run_child(const Options& o) {
   const auto policy = o.checkpointing == "none" ? mg::GradCheckpointing::None
                                                 : mg::GradCheckpointing::EveryLayer;
   Setup s = make_setup(o, o.ckpt_seq, o.ckpt_batch);
+  std::optional<mg::BlockCache::Scope> keep_blocks;
+  if (o.block_cache.front()) keep_blocks.emplace();
   const bool peak_reset = reset_peak_rss();
   const int64_t rss_before = mg::current_rss_bytes();
   const StepResult first = train_step(s, policy, true);
@@ -518,10 +556,10 @@ int run_child(const Options& o) {
     last_loss = r.loss;
   }
   validate_loss_fell(first.loss, last_loss, o.checkpointing.c_str());
-  std::printf("RESULT policy=%s step_s=%.4f saved_bytes=%zu rss_before=%lld rss_fwd=%lld "
+  std::printf("RESULT policy=%s block_cache=%s step_s=%.4f saved_bytes=%zu rss_before=%lld rss_fwd=%lld "
               "rss_bwd=%lld peak_rss=%lld loss=%.9g grad_norm=%.17g grad_hash=%016llx "
               "trainable=%lld peak_reset=%d\n",
-              o.checkpointing.c_str(), median(times), first.saved_bytes,
+              o.checkpointing.c_str(), o.block_cache.front() ? "on" : "off", median(times), first.saved_bytes,
               static_cast<long long>(rss_before), static_cast<long long>(first.rss_after_forward),
               static_cast<long long>(first.rss_after_backward),
               static_cast<long long>(mg::peak_rss_bytes()),
@@ -533,9 +571,10 @@ int run_child(const Options& o) {
 
 // Re-executes this program (/proc/self/exe) with --child and reads its RESULT line from a pipe.
 // posix_spawn, and only from a parent that has not started OpenMP threads yet.
-std::map<std::string, std::string> spawn_child(const Options& o, const std::string& policy) {
+std::map<std::string, std::string> spawn_child(const Options& o, const std::string& policy, bool block_cache) {
   std::vector<std::string> args = {
-      "/proc/self/exe", "--child", "--checkpointing", policy, "--config", o.config,
+      "/proc/self/exe", "--child", "--checkpointing", policy, "--block-cache", block_cache ? "on" : "off",
+      "--config", o.config,
       "--ckpt-seq", std::to_string(o.ckpt_seq), "--ckpt-batch", std::to_string(o.ckpt_batch),
       "--ckpt-steps", std::to_string(o.ckpt_steps), "--ckpt-threads", std::to_string(o.ckpt_threads)};
   for (const std::string& ov : o.overrides) args.insert(args.end(), {"--set", ov});
@@ -575,22 +614,28 @@ std::map<std::string, std::string> spawn_child(const Options& o, const std::stri
   return kv;
 }
 
+bool same_grad_hashes(const std::vector<std::map<std::string, std::string>>& runs) {
+  for (const auto& kv : runs)
+    if (kv.at("grad_hash") != runs.front().at("grad_hash")) return false;
+  return true;
+}
+
 void print_checkpointing(const Options& o, const std::vector<std::map<std::string, std::string>>& runs,
                          double load) {
   std::string config = o.config;
   for (const std::string& ov : o.overrides) config += " " + ov;
   std::printf("\n## 2. Gradient checkpointing: %s (%s trainable parameters), seq %d, batch %d, %d "
-              "threads, one child process per policy (median of %d steps after 1 warm-up); 1-min "
+              "threads, one child process per policy and block-cache mode (median of %d steps after 1 warm-up); 1-min "
               "load after them %.2f\n\n",
               config.c_str(), runs[0].at("trainable").c_str(), o.ckpt_seq, o.ckpt_batch,
               o.ckpt_threads, o.ckpt_steps, load);
-  std::printf("| policy | step s | peak RSS | RSS before step 1 | after forward | after backward | "
+  std::printf("| policy | block cache | step s | peak RSS | RSS before step 1 | after forward | after backward | "
               "peak - before | Tape::saved_bytes() after forward | grad hash |\n"
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
   for (const auto& kv : runs) {
     const double peak = std::stod(kv.at("peak_rss")), before = std::stod(kv.at("rss_before"));
-    std::printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", kv.at("policy").c_str(),
-                kv.at("step_s").c_str(), mg::format_bytes(peak).c_str(),
+    std::printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", kv.at("policy").c_str(),
+                kv.at("block_cache").c_str(), kv.at("step_s").c_str(), mg::format_bytes(peak).c_str(),
                 mg::format_bytes(before).c_str(), mg::format_bytes(std::stod(kv.at("rss_fwd"))).c_str(),
                 mg::format_bytes(std::stod(kv.at("rss_bwd"))).c_str(),
                 mg::format_bytes(peak - before).c_str(),
@@ -598,10 +643,9 @@ void print_checkpointing(const Options& o, const std::vector<std::map<std::strin
   }
   if (runs[0].at("peak_reset") != "1")
     std::printf("\n(/proc/self/clear_refs refused the VmHWM reset: the peak includes the setup)\n");
-  const bool same_hash = runs.size() == 2 && runs[0].at("grad_hash") == runs[1].at("grad_hash");
-  std::printf("\ngradients identical across policies: %s (hash of every gradient's bits; grad "
-              "norms %s vs %s; losses %s vs %s)\n",
-              same_hash ? "yes" : "NO", runs[0].at("grad_norm").c_str(),
+  std::printf("\ngradients identical across policies and block-cache modes: %s (hash of every "
+              "gradient's bits; grad norms %s vs %s; losses %s vs %s)\n",
+              same_grad_hashes(runs) ? "yes" : "NO", runs[0].at("grad_norm").c_str(),
               runs.back().at("grad_norm").c_str(), runs[0].at("loss").c_str(),
               runs.back().at("loss").c_str());
 }
@@ -620,16 +664,18 @@ int main(int argc, char** argv) {
     std::vector<std::map<std::string, std::string>> ckpt_runs;
     double ckpt_load = 0;
     if (o.only != "throughput") {
-      for (const char* policy : {"none", "every_layer"}) {
-        std::fprintf(stderr, "[bench_train_step] checkpointing child: %s\n", policy);
-        ckpt_runs.push_back(spawn_child(o, policy));
-      }
+      for (const char* policy : {"none", "every_layer"})
+        for (bool cache : o.block_cache) {
+          std::fprintf(stderr, "[bench_train_step] checkpointing child: %s, block cache %s\n", policy,
+                       cache ? "on" : "off");
+          ckpt_runs.push_back(spawn_child(o, policy, cache));
+        }
       ckpt_load = load_1min();
     }
     if (o.only != "checkpointing") run_throughput(o);
     if (!ckpt_runs.empty()) print_checkpointing(o, ckpt_runs, ckpt_load);
     std::printf("\nload average at end: %s\n", load_average().c_str());
-    const bool grads_match = ckpt_runs.empty() || ckpt_runs[0].at("grad_hash") == ckpt_runs[1].at("grad_hash");
+    const bool grads_match = ckpt_runs.empty() || same_grad_hashes(ckpt_runs);
     return grads_match ? 0 : 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
