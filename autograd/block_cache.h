@@ -6,7 +6,8 @@
 // costs a page fault per 4 KiB page touched (two when a kernel reads a fresh page before writing
 // it), and unmapping costs a TLB shootdown: an inter-processor interrupt to every other CPU the
 // process runs on, which a VM turns into exits. On the 2-core dev machine that kernel work was
-// 45% of a 2-thread phase1 step and the reason 2 threads barely beat 1 (docs/benchmarks.md).
+// 45% of the CPU samples of the 2-thread phase1 benchmark and the reason 2 threads barely beat
+// 1 (docs/benchmarks.md, "Large blocks reused across steps").
 //
 // While a BlockCache::Scope is alive, freed blocks are kept, grouped by size class (8 classes
 // per power of two), and the next allocation of the same class gets one back instead of a fresh
@@ -15,10 +16,11 @@
 //
 // Memory bound: on a miss, the least recently freed blocks are unmapped until the mapped total
 // (live + cached) is at most (1 + kSlack) x the most bytes live at once since the outermost
-// scope opened. Measured on phase1 (docs/benchmarks.md), a bound of exactly the live peak
-// (kSlack = 0) left 10% of the blocks unmapped and remapped every step, and most of the time
-// saved with them; 25% keeps them all for 10-17% more peak RSS. Sizes count in class-rounded
-// bytes (at most 1/8 above the requested ones, and only touched pages are resident).
+// scope opened. Measured on phase1 (docs/benchmarks.md): a bound of exactly the live peak
+// (kSlack = 0) still remapped 13% of the blocks every step and ran ~14% slower than 25%, which
+// remaps only blocks of sizes not seen before, for 10-17% more peak RSS than no cache. Sizes
+// count in class-rounded bytes (at most 1/8 above the requested ones; only touched pages are
+// resident).
 #include <cstddef>
 #include <cstdint>
 
