@@ -11,16 +11,17 @@
 //
 // While a BlockCache::Scope is alive, freed blocks are kept, grouped by size class (8 classes
 // per power of two), and the next allocation of the same class gets one back instead of a fresh
-// mapping. Outside every scope, blocks are mapped and unmapped as before, so loading, quantizing
-// or building a model layer by layer returns memory to the OS at once.
+// mapping. Outside every scope, blocks are whole-page mappings, unmapped when freed, as before,
+// so loading, quantizing or building a model layer by layer returns memory to the OS at once.
 //
 // Memory bound: on a miss, the least recently freed blocks are unmapped until the mapped total
 // (live + cached) is at most (1 + kSlack) x the most bytes live at once since the outermost
 // scope opened. Measured on phase1 (docs/benchmarks.md): a bound of exactly the live peak
 // (kSlack = 0) still remapped 13% of the blocks every step and ran ~14% slower than 25%, which
-// remaps only blocks of sizes not seen before, for 10-17% more peak RSS than no cache. Sizes
-// count in class-rounded bytes (at most 1/8 above the requested ones; only touched pages are
-// resident).
+// remapped ~3 of 228 per step, for 4-17% more peak RSS than no cache across the workloads
+// measured. Workloads whose size classes peak at different times can keep remapping a few
+// blocks per step within the bound. Sizes count in class-rounded bytes (at most 1/8 above the
+// requested ones; only touched pages are resident).
 #include <cstddef>
 #include <cstdint>
 
@@ -28,7 +29,7 @@ namespace mg {
 
 struct MappedBlock {
   void* ptr = nullptr;
-  size_t capacity = 0;  // mapped bytes: size_class(requested)
+  size_t capacity = 0;  // mapped bytes: size_class(requested) in a scope, else whole pages
   bool zeroed = false;  // a fresh mapping (all zero); a reused block holds old data
 };
 
@@ -57,6 +58,10 @@ class BlockCache {
 
   static BlockCacheStats stats();
   static void reset_stats();  // zeroes the counters; peak restarts from the current total
+
+  // Test aid: fill every reused block with 0xFF bytes (NaN as float) before handing it out, so
+  // code that reads an "empty" tensor before writing it cannot go unnoticed.
+  static void poison_reused_blocks(bool on);
 
   // Keeps freed blocks for reuse while alive; scopes nest (and may live on several threads).
   // The last one to close unmaps every cached block.

@@ -21,9 +21,10 @@ int64_t shape_numel(const Shape& s);
 std::string shape_str(const Shape& s);  // "[2, 3, 4]"
 
 // Raw aligned bytes (64-byte aligned, so AVX loads never straddle a cache line at the start).
-// Blocks of at least kMmapThresholdBytes are anonymous mmaps (page-aligned, zero-filled by
-// the OS, resident only once touched, unmapped on destruction unless a BlockCache scope keeps
-// them for reuse: block_cache.h); smaller ones aligned_alloc.
+// Blocks of at least kMmapThresholdBytes are anonymous mmaps (page-aligned, resident only once
+// touched, unmapped on destruction unless a BlockCache scope keeps them for reuse:
+// block_cache.h); smaller ones aligned_alloc. A fresh mapping is zero (`zeroed`); a reused
+// block, like aligned_alloc memory, holds old data: Tensor::empty's contents are unspecified.
 struct Storage {
   static constexpr size_t kMmapThresholdBytes = size_t{1} << 20;  // 1 MiB
   explicit Storage(size_t bytes);

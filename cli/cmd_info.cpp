@@ -139,7 +139,7 @@ int cmd_info(const Args& args) {
   std::printf("  QLoRA (NF4 + LoRA)       %12s\n", format_bytes(qlora_step).c_str());
   if (cfg.training.block_cache)  // autograd/block_cache.h: mapped <= 1.25x the live peak
     std::printf("  (these are without training.block_cache, on here: it keeps freed blocks for the next "
-                "step, up to 25%% more; measured 6-17%% more peak RSS)\n");
+                "step, up to 25%% more; measured 4-17%% more peak RSS)\n");
   if (m.n_moe_layers() > 0) {  // generate/eval --stream-experts (docs/inference.md)
     const double experts = static_cast<double>(expert_nf4_bytes);
     std::printf("memory (inference, NF4 weights)\n");

@@ -3,7 +3,10 @@
 // same allocations hold live at once (counted by a plain replay of the sequence).
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <random>
 #include <vector>
@@ -35,14 +38,55 @@ TEST(BlockCache, SizeClassesRoundUpByAtMostAnEighth) {
   EXPECT_EQ(BlockCache::size_class(c - 4096 * 3), c);
 }
 
-TEST(BlockCache, OutsideAScopeEveryBlockIsFreshAndUnmapped) {
+// True while [p, p + one page) is mapped in this process (mincore fails with ENOMEM if not).
+bool page_is_mapped(void* p) {
+  unsigned char resident = 0;
+  return mincore(p, 4096, &resident) == 0;
+}
+
+TEST(BlockCache, OutsideAScopeEveryBlockIsFreshWholePagesAndUnmapped) {
   const BlockCacheStats before = BlockCache::stats();
-  { Tensor a = Tensor::empty({floats(2)}); }
+  void* first = nullptr;
+  {
+    Tensor a = Tensor::empty({floats(2) + 1});  // 2 MiB + 4 bytes: one page more, not a class
+    first = a.raw();
+    EXPECT_EQ(a.impl()->storage->capacity, size_t{2 * kMiB + 4096});
+    EXPECT_TRUE(page_is_mapped(first));
+  }
+  EXPECT_FALSE(page_is_mapped(first));
   Tensor b = Tensor::empty({floats(2)});
   EXPECT_TRUE(b.impl()->storage->zeroed);
   const BlockCacheStats after = BlockCache::stats();
   EXPECT_EQ(after.cached_bytes, 0u);
   EXPECT_EQ(after.hits, before.hits);
+}
+
+TEST(BlockCache, ABlockMappedOutsideAScopeIsReusedOnlyIfClassSized) {
+  Tensor odd = Tensor::empty({floats(2) + 1});  // whole pages, not a class size
+  Tensor even = Tensor::empty({floats(2)});     // 2 MiB: a class size
+  void* odd_ptr = odd.raw();
+  BlockCache::Scope scope;
+  const size_t cached_before = BlockCache::stats().cached_bytes;
+  odd = Tensor();
+  EXPECT_FALSE(page_is_mapped(odd_ptr));
+  even = Tensor();
+  EXPECT_EQ(BlockCache::stats().cached_bytes, cached_before + 2 * kMiB);
+}
+
+TEST(BlockCache, PoisonFillsReusedBlocksAndZerosClearsThem) {
+  BlockCache::Scope scope;
+  struct Poison {
+    Poison() { BlockCache::poison_reused_blocks(true); }
+    ~Poison() { BlockCache::poison_reused_blocks(false); }
+  } poison;
+  { Tensor a = Tensor::full({floats(2)}, 1.0); }
+  Tensor b = Tensor::empty({floats(2)});
+  ASSERT_FALSE(b.impl()->storage->zeroed);
+  const float* p = b.data<float>();
+  EXPECT_TRUE(std::isnan(p[0]) && std::isnan(p[b.numel() - 1]));
+  b = Tensor();
+  Tensor z = Tensor::zeros({floats(2)});
+  EXPECT_EQ(std::count(z.data<float>(), z.data<float>() + z.numel(), 0.0f), z.numel());
 }
 
 TEST(BlockCache, ScopeReusesFreedBlocksAndZerosStillZero) {

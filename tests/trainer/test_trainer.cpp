@@ -91,35 +91,51 @@ TEST(Trainer, ResumeIsBitExact) {
 }
 
 TEST(Trainer, BlockCacheChangesNoBit) {
-  // Activations of >= 1 MiB (B 16 x T 256 x C 64 floats), so the trainer's BlockCache scope
-  // hands dirty blocks back to later steps: every loss and weight must be what fresh, zeroed
-  // mappings give.
-  std::vector<std::vector<double>> losses;
-  std::vector<std::vector<float>> weights;
-  for (bool cache : {false, true}) {
-    ExperimentConfig c = tiny_run(cache ? "block_cache_on" : "block_cache_off");
-    c.model.d_model = 64;
-    c.data.seq_len = 256;
-    c.training.batch_size = 16;
-    c.training.steps = 4;
-    c.training.block_cache = cache;
-    c.checkpoint.every = 0;
-    c.eval.every = 2;
-    BlockCache::reset_stats();
-    TrainSummary s = Trainer(c, "block_cache", {.quiet = true}).run();
-    const BlockCacheStats st = BlockCache::stats();
-    if (cache)
-      EXPECT_GT(st.hits, 4 * st.misses) << "the steps should reuse their blocks";
-    else
-      EXPECT_EQ(st.hits, 0);
-    EXPECT_EQ(st.cached_bytes, 0u) << "the scope closes with the run";
-    losses.push_back(s.step_losses);
-    weights.push_back(final_weights(s.last_checkpoint));
-    fs::remove_all(*c.run_dir);
+  // Activations of >= 1 MiB (B 8 x T 256 x 2D 256 floats; logits B x T x V 256), so the trainer's
+  // BlockCache scope hands used blocks back to later steps, filled with NaN bytes by the
+  // poison test aid: every loss and weight must be what fresh, zeroed mappings give. Three
+  // setups: plain; checkpointing every layer with gradient accumulation; QLoRA with dropout.
+  struct Poison {
+    Poison() { BlockCache::poison_reused_blocks(true); }
+    ~Poison() { BlockCache::poison_reused_blocks(false); }
+  } poison;
+  for (int setup = 0; setup < 3; ++setup) {
+    std::vector<std::vector<double>> losses;
+    std::vector<std::vector<float>> weights;
+    for (bool cache : {false, true}) {
+      ExperimentConfig c = tiny_run(cache ? "block_cache_on" : "block_cache_off");
+      c.model.d_model = 64;
+      c.model.vocab_size = 256;
+      c.data.seq_len = 256;
+      c.training.batch_size = 8;
+      c.training.steps = 4;
+      c.threads = 1;  // ctest runs two tests at once on 2 cores
+      c.training.block_cache = cache;
+      c.checkpoint.every = 0;
+      c.eval.every = 2;
+      if (setup == 1) {
+        c.training.grad_checkpointing = GradCheckpointing::EveryLayer;
+        c.training.grad_accum = 2;
+      } else if (setup == 2) {
+        c.lora.enabled = c.qlora.enabled = true;
+        c.lora.dropout = 0.1;
+      }
+      BlockCache::reset_stats();
+      TrainSummary s = Trainer(c, "block_cache", {.quiet = true}).run();
+      const BlockCacheStats st = BlockCache::stats();
+      if (cache)
+        EXPECT_GT(st.hits, st.misses) << "setup " << setup << ": the steps should reuse their blocks";
+      else
+        EXPECT_EQ(st.hits, 0);
+      EXPECT_EQ(st.cached_bytes, 0u) << "the scope closes with the run";
+      losses.push_back(s.step_losses);
+      weights.push_back(final_weights(s.last_checkpoint));
+      fs::remove_all(*c.run_dir);
+    }
+    ASSERT_EQ(losses[0].size(), 4u);
+    EXPECT_EQ(losses[0], losses[1]) << "setup " << setup;
+    EXPECT_TRUE(weights[0] == weights[1]) << "setup " << setup;
   }
-  ASSERT_EQ(losses[0].size(), 4u);
-  EXPECT_EQ(losses[0], losses[1]);
-  EXPECT_TRUE(weights[0] == weights[1]);
 }
 
 TEST(Trainer, RefusesToOverwriteAnExistingRunAndKeepsLastN) {
