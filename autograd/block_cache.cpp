@@ -63,6 +63,12 @@ void* map_anonymous(size_t length) {
   return p == MAP_FAILED ? nullptr : p;
 }
 
+void set_poison(bool on) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.poison = on;
+}
+
 }  // namespace
 
 size_t BlockCache::size_class(size_t bytes) {
@@ -88,7 +94,7 @@ MappedBlock BlockCache::acquire(size_t bytes) {
         s.stats.cached_bytes -= length;
         ++s.stats.hits;
         note_acquired(s, length);
-        if (s.poison) std::memset(ptr, 0xFF, length);
+        if (s.poison) std::memset(ptr, 0xFF, length);  // a test aid: the cost under the lock is moot
         return {ptr, length, false};
       }
       ++s.stats.misses;
@@ -152,19 +158,18 @@ void BlockCache::reset_stats() {
   s.stats.peak_mapped_bytes = s.stats.live_bytes + s.stats.cached_bytes;
 }
 
-void BlockCache::poison_reused_blocks(bool on) {
-  State& s = state();
-  std::lock_guard<std::mutex> lock(s.mu);
-  s.poison = on;
-}
+BlockCache::PoisonReused::PoisonReused() { set_poison(true); }
+BlockCache::PoisonReused::~PoisonReused() { set_poison(false); }
 
-BlockCache::Scope::Scope() {
+BlockCache::Scope::Scope(bool enabled) : enabled_(enabled) {
+  if (!enabled_) return;
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
   if (s.scopes++ == 0) s.live_peak = s.stats.live_bytes;
 }
 
 BlockCache::Scope::~Scope() {
+  if (!enabled_) return;
   State& s = state();
   std::list<CachedBlock> all;
   {

@@ -59,18 +59,28 @@ class BlockCache {
   static BlockCacheStats stats();
   static void reset_stats();  // zeroes the counters; peak restarts from the current total
 
-  // Test aid: fill every reused block with 0xFF bytes (NaN as float) before handing it out, so
-  // code that reads an "empty" tensor before writing it cannot go unnoticed.
-  static void poison_reused_blocks(bool on);
-
-  // Keeps freed blocks for reuse while alive; scopes nest (and may live on several threads).
-  // The last one to close unmaps every cached block.
+  // Keeps freed blocks for reuse while alive (a Scope made with enabled = false does nothing,
+  // for callers that reuse only when a setting says so); scopes nest (and may live on several
+  // threads). The last one to close unmaps every cached block.
   class Scope {
    public:
-    Scope();
+    explicit Scope(bool enabled = true);
     ~Scope();
     Scope(const Scope&) = delete;
     Scope& operator=(const Scope&) = delete;
+
+   private:
+    bool enabled_;
+  };
+
+  // Test aid: while alive, every reused block is filled with 0xFF bytes (NaN as float) before
+  // it is handed out, so code that reads an "empty" tensor before writing it cannot go unnoticed.
+  class PoisonReused {
+   public:
+    PoisonReused();
+    ~PoisonReused();
+    PoisonReused(const PoisonReused&) = delete;
+    PoisonReused& operator=(const PoisonReused&) = delete;
   };
 };
 

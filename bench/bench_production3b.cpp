@@ -18,7 +18,6 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <optional>
 #include <string>
 
 #include "autograd/block_cache.h"
@@ -168,8 +167,7 @@ void run_qlora(const mg::ExperimentConfig& cfg, const Args& a) {
   }
   const int64_t init_peak = mg::peak_rss_bytes();
   reset_peak_rss();  // the step's own peak, apart from the init's
-  std::optional<mg::BlockCache::Scope> keep_blocks;  // as training.block_cache in the trainer
-  if (a.block_cache) keep_blocks.emplace();
+  mg::BlockCache::Scope keep_blocks(a.block_cache);  // as training.block_cache in the trainer
   std::printf("block cache %s\n", a.block_cache ? "on (training.block_cache: true)" : "off");
   for (int s = 0; s < a.steps; ++s) {
     t0 = Clock::now();

@@ -33,7 +33,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <optional>
 #include <ctime>
 #include <fstream>
 #include <map>
@@ -422,8 +421,7 @@ ThroughputRow measure_throughput(const Options& o, int threads, bool block_cache
   row.block_cache = block_cache;
   row.peak = fma_peak_gflops(threads, 5);
   Setup s = make_setup(o, o.seq, o.batch);  // fresh weights: every thread count starts equal
-  std::optional<mg::BlockCache::Scope> keep_blocks;  // as the trainer's loop, when on
-  if (block_cache) keep_blocks.emplace();
+  mg::BlockCache::Scope keep_blocks(block_cache);  // as the trainer's loop, when on
   std::fprintf(stderr, "[bench_train_step] %d thread(s), block cache %s: warm-up + %d steps\n", threads,
                block_cache ? "on" : "off", o.steps);
   const StepResult warm = train_step(s, mg::GradCheckpointing::None, false);
@@ -542,8 +540,7 @@ int run_child(const Options& o) {
   const auto policy = o.checkpointing == "none" ? mg::GradCheckpointing::None
                                                 : mg::GradCheckpointing::EveryLayer;
   Setup s = make_setup(o, o.ckpt_seq, o.ckpt_batch);
-  std::optional<mg::BlockCache::Scope> keep_blocks;
-  if (o.block_cache.front()) keep_blocks.emplace();
+  mg::BlockCache::Scope keep_blocks(o.block_cache.front());
   const bool peak_reset = reset_peak_rss();
   const int64_t rss_before = mg::current_rss_bytes();
   const StepResult first = train_step(s, policy, true);

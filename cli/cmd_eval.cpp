@@ -1,7 +1,6 @@
 // magellan eval: loss, perplexity and task accuracy of a checkpoint on a validation split.
 #include <cstdio>
 #include <iostream>
-#include <optional>
 
 #include <boost/program_options.hpp>
 
@@ -72,8 +71,7 @@ int cmd_eval(const Args& args) {
   const int64_t n = vm.count("batches") ? batches : cfg.eval.batches;
   // Every batch allocates the same activations: keep the freed blocks (not when streaming
   // experts, whose memory bound is --expert-cache-mb's).
-  std::optional<BlockCache::Scope> keep_blocks;
-  if (cfg.training.block_cache && !lm.experts) keep_blocks.emplace();
+  BlockCache::Scope keep_blocks(cfg.training.block_cache && !lm.experts);
   EvalResult r = evaluate(*lm.model, *data, B, n);
   std::printf("checkpoint %s (step %lld)\n", lm.checkpoint.c_str(), static_cast<long long>(lm.step));
   std::printf("eval: %lld tokens  loss %.4f  perplexity %.3f", static_cast<long long>(r.tokens), r.loss, r.ppl);

@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
-#include <optional>
 
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -281,8 +280,7 @@ TrainSummary Trainer::Impl::train() {
 
   // Every step allocates the same activations and gradients: keep the freed blocks for the next
   // one instead of unmapping and page-faulting them again (autograd/block_cache.h).
-  std::optional<BlockCache::Scope> keep_blocks;
-  if (tc.block_cache) keep_blocks.emplace();
+  BlockCache::Scope keep_blocks(tc.block_cache);
   while (state.step < tc.steps) {
     if (g_stop_requested || (opts.stop_after_steps >= 0 && steps_this_run >= opts.stop_after_steps)) break;
     const auto t0 = std::chrono::steady_clock::now();

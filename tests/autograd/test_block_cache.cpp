@@ -75,10 +75,7 @@ TEST(BlockCache, ABlockMappedOutsideAScopeIsReusedOnlyIfClassSized) {
 
 TEST(BlockCache, PoisonFillsReusedBlocksAndZerosClearsThem) {
   BlockCache::Scope scope;
-  struct Poison {
-    Poison() { BlockCache::poison_reused_blocks(true); }
-    ~Poison() { BlockCache::poison_reused_blocks(false); }
-  } poison;
+  BlockCache::PoisonReused poison;
   { Tensor a = Tensor::full({floats(2)}, 1.0); }
   Tensor b = Tensor::empty({floats(2)});
   ASSERT_FALSE(b.impl()->storage->zeroed);

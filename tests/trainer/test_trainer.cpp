@@ -95,10 +95,7 @@ TEST(Trainer, BlockCacheChangesNoBit) {
   // BlockCache scope hands used blocks back to later steps, filled with NaN bytes by the
   // poison test aid: every loss and weight must be what fresh, zeroed mappings give. Three
   // setups: plain; checkpointing every layer with gradient accumulation; QLoRA with dropout.
-  struct Poison {
-    Poison() { BlockCache::poison_reused_blocks(true); }
-    ~Poison() { BlockCache::poison_reused_blocks(false); }
-  } poison;
+  BlockCache::PoisonReused poison;
   for (int setup = 0; setup < 3; ++setup) {
     std::vector<std::vector<double>> losses;
     std::vector<std::vector<float>> weights;
