@@ -1,7 +1,7 @@
 // Decoding with streamed MoE experts (issue 8, docs/inference.md): tokens/s, cache hit rate,
 // bytes read and peak RSS with every expert resident, and streamed from an expert store with
 // the page cache or O_DIRECT, at several cache budgets. Plain main, prints a table:
-//   cd /work/main && build/bench_expert_stream [--config experiments/presets/production3B.yaml]
+//   (from the repository root) build/bench_expert_stream [--config experiments/presets/production3B.yaml]
 //       [--dir /tmp/magellan_bench_experts] [--prompt 4] [--tokens 16] [--caches 128,25%,50%]
 //       [--threads 0]
 // 1. prepare (once per --dir): the config's model with fresh NF4 weights (streaming QLoRA init,

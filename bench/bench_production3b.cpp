@@ -1,7 +1,7 @@
 // production3B on one small machine (issues 3 and 4): can the 3.3B-parameter preset be built,
 // initialized and run, and what does one QLoRA training step cost in time and peak RSS?
 // Plain main, prints figures:
-//   cd /work/main && build-x/bench_production3b [--mode fp32|qlora|all] [--config PATH] [--fwd-seq 64]
+//   (from the repository root) build-x/bench_production3b [--mode fp32|qlora|all] [--config PATH] [--fwd-seq 64]
 //                              [--seq 512] [--rank 64] [--steps 1] [--no-baseline] [--no-block-cache]
 //   fp32   float32 model: construct, init(seed), one no-grad forward at batch 1, fwd-seq tokens.
 //   qlora  streaming QLoRA init (HybridLM::init(seed, quantize_linears=true): one layer's

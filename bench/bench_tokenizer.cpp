@@ -3,7 +3,7 @@
 //   decode MB/s, pre-tokenization alone, BPE training time for a 10000-token vocab, and the
 //   same-run baseline: the slow reference encoder of tests/data (GPT-2's bpe() on strings).
 // Every timed encoder is first checked id-for-id against the reference.
-//   ./build/bench_tokenizer [path/to/shared/data]   (default: <repo>/../shared/data)
+//   ./build/bench_tokenizer [path/to/data]   (default: <repo>/assets, shipped with the repository)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -101,23 +101,28 @@ void bench_encoder(const char* name, const mg::BpeTokenizer& tok, ref::Bpe& refe
 
 }  // namespace
 
-// The shared data folder: the argument, $MAGELLAN_DATA, or <repo>/../shared/data found from the
-// executable's place (<repo>/<build dir>/bench_tokenizer) or the working directory.
+// The data folder (tinyshakespeare.txt, gpt2/, gpt-neox-20b/): the argument, $MAGELLAN_DATA, or
+// the repository's assets/ found from the executable's place (<repo>/<build dir>/bench_tokenizer)
+// or the working directory (the repository root or a folder in it).
 std::string find_data_dir(int argc, char** argv) {
   namespace fs = std::filesystem;
   std::vector<fs::path> candidates;
   if (argc > 1) return argv[1];
-  if (const char* env = std::getenv("MAGELLAN_DATA")) candidates.emplace_back(env);
+  if (const char* env = std::getenv("MAGELLAN_DATA"); env != nullptr && *env != '\0')
+    candidates.emplace_back(env);
   std::error_code ec;
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) candidates.push_back(exe.parent_path() / "../../shared/data");
-  candidates.emplace_back("../shared/data");
-  candidates.emplace_back("../../shared/data");
-  for (const fs::path& dir : candidates)
+  if (!ec) candidates.push_back(exe.parent_path() / "../assets");
+  candidates.emplace_back("assets");
+  candidates.emplace_back("../assets");
+  std::string tried;
+  for (const fs::path& dir : candidates) {
     if (fs::is_regular_file(dir / "tinyshakespeare.txt")) return dir.lexically_normal().string();
-  throw std::runtime_error(
-      "cannot find tinyshakespeare.txt; pass the shared data folder as the first argument or set "
-      "MAGELLAN_DATA");
+    tried += (tried.empty() ? "" : ", ") + dir.lexically_normal().string();
+  }
+  throw std::runtime_error("cannot find tinyshakespeare.txt (looked in " + tried +
+                           "); pass the data folder (the repository's assets/) as the first "
+                           "argument or set MAGELLAN_DATA");
 }
 
 int main(int argc, char** argv) {

@@ -14,6 +14,7 @@
 #include "checkpoints/hf_import.h"
 #include "checkpoints/safetensors.h"
 #include "h5_test_util.h"
+#include "tests/test_paths.h"
 
 namespace mg {
 namespace {
@@ -22,7 +23,7 @@ namespace fs = std::filesystem;
 using test::expect_error;
 using test::ScratchDir;
 
-const fs::path kFixtures = fs::path(MAGELLAN_SOURCE_DIR) / "tests" / "fixtures";
+const fs::path kFixtures = test_paths::repo_path("tests/fixtures");
 const fs::path kTiny = kFixtures / "hf_mamba_tiny";
 
 std::string read_text(const fs::path& p) {

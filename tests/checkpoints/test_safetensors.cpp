@@ -14,6 +14,7 @@
 #include "autograd/error.h"
 #include "checkpoints/safetensors.h"
 #include "h5_test_util.h"
+#include "tests/test_paths.h"
 
 namespace mg {
 namespace {
@@ -21,7 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 using test::expect_error;
 
-const std::string kDtypes = std::string(MAGELLAN_SOURCE_DIR) + "/tests/fixtures/safetensors_dtypes.safetensors";
+const std::string kDtypes = test_paths::repo_path("tests/fixtures/safetensors_dtypes.safetensors");
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

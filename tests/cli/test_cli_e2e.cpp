@@ -22,6 +22,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/test_paths.h"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -366,7 +368,7 @@ TEST(CliE2E, StreamedExpertsMatchTheResidentModel) {
 TEST(CliE2E, ImportHfGeneratesLikeHfAndFineTunes) {
   REQUIRE_BINARY();
   TempDir tmp;
-  const fs::path fixtures = fs::path(MAGELLAN_SOURCE_DIR) / "tests" / "fixtures";
+  const fs::path fixtures = mg::test_paths::repo_path("tests/fixtures");
   Result imp = magellan(tmp.path, {"import-hf", (fixtures / "hf_mamba_tiny").string(), "-o", "tiny.h5"});
   ASSERT_EQ(imp.rc, 0) << imp.show();
   ASSERT_TRUE(fs::exists(tmp.path / "tiny.yaml")) << imp.show();

@@ -10,6 +10,7 @@
 #include "data/token_cache.h"
 #include "data/tokenizer.h"
 #include "tests/data/test_dataset_helpers.h"
+#include "tests/test_paths.h"
 
 namespace mg {
 namespace {
@@ -233,12 +234,12 @@ namespace {
 // The real tokenizers (data/tokenizer.h): caching TinyShakespeare in small pieces gives the ids
 // of encoding it whole, for GPT-2 and GPT-NeoX (whose pre-tokenizers merge "\n\n" and " \n").
 TEST(TokenCache, RealTokenizersPiecewiseEqualsWhole) {
-  const std::string shared = MAGELLAN_SOURCE_DIR "/../shared/data";
-  const std::string text = data_test::read_file(shared + "/tinyshakespeare.txt").substr(0, 60000);
-  ASSERT_EQ(text.size(), 60000u) << "TinyShakespeare missing under " << shared;
+  const std::string text = test_paths::read_repo_file("assets/tinyshakespeare.txt").substr(0, 60000);
+  ASSERT_EQ(text.size(), 60000u) << "assets/tinyshakespeare.txt is shorter than expected";
   TempDir dir;
   write_file(dir / "shakespeare.txt", text);
-  for (const std::string& spec : {"gpt2:" + shared + "/gpt2", shared + "/gpt-neox-20b/tokenizer.json"}) {
+  for (const std::string& spec : {"gpt2:" + test_paths::asset_path("gpt2"),
+                                  test_paths::asset_path("gpt-neox-20b/tokenizer.json")}) {
     auto tok = load_tokenizer(spec);
     auto c = TokenCache::open_or_build({dir / "shakespeare.txt"}, *tok, dir / "cache", true, 4096);
     std::vector<int32_t> expected = tok->encode(text);

@@ -1,6 +1,6 @@
 #pragma once
-// Shared fixtures of the tokenizer tests: the data files (loaded once per test binary) and
-// generators of adversarial text.
+// Common fixtures of the tokenizer tests: the data files under assets/ (loaded once per test
+// binary) and generators of adversarial text.
 #include <cstdint>
 #include <random>
 #include <string>
@@ -8,11 +8,13 @@
 
 #include "data/bpe_tokenizer.h"
 #include "tests/data/test_tokenizer_reference_bpe.h"
+#include "tests/test_paths.h"
 
 namespace tok_test {
 
+// <repo>/assets/<relative>; throws (naming the path and why) when it is missing.
 inline std::string data_path(const std::string& relative) {
-  return std::string(MAGELLAN_SOURCE_DIR "/../shared/data/") + relative;
+  return mg::test_paths::asset_path(relative);
 }
 
 inline const std::string& shakespeare() {

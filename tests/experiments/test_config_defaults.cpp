@@ -4,10 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <fstream>
-#include <iterator>
 
 #include "experiments/config_loader.h"
+#include "tests/test_paths.h"
 
 namespace mg {
 namespace {
@@ -156,9 +155,7 @@ TEST(ConfigDefaults, NamePatternsMatchSubstringsWithWildcards) {
 }
 
 TEST(ConfigDefaults, EveryKeyIsDocumented) {
-  std::ifstream in(MAGELLAN_SOURCE_DIR "/docs/config.md");
-  ASSERT_TRUE(in.good()) << "docs/config.md is missing";
-  std::string doc((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string doc = test_paths::read_repo_file("docs/config.md");
   for (const auto& key : config_key_paths())
     EXPECT_NE(doc.find("`" + key + "`"), std::string::npos) << "docs/config.md lacks `" << key << "`";
 }

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "experiments/config_loader.h"
+#include "tests/test_paths.h"
 
 namespace {
 // A sweep file (`magellan sweep`, trainer/sweep.h) starts with "# magellan sweep".
@@ -33,7 +34,7 @@ const PresetRow kTable[] = {
 };
 
 std::string preset_path(const std::string& name) {
-  return std::string(MAGELLAN_SOURCE_DIR) + "/experiments/presets/" + name + ".yaml";
+  return test_paths::repo_path("experiments/presets/" + name + ".yaml");
 }
 
 TEST(ConfigPresets, EachPresetHasTheTableNumbers) {
@@ -74,7 +75,8 @@ TEST(ConfigPresets, PatternsAreTheOnesTheDesignStates) {
 TEST(ConfigPresets, EveryShippedYamlLoadsAndStartsWithItsCommand) {
   namespace fs = std::filesystem;
   int n = 0;
-  for (const auto& entry : fs::recursive_directory_iterator(MAGELLAN_SOURCE_DIR "/experiments")) {
+  const std::string root = test_paths::source_dir();
+  for (const auto& entry : fs::recursive_directory_iterator(root + "/experiments")) {
     if (entry.path().extension() != ".yaml") continue;
     if (is_sweep_file(entry.path())) continue;  // sweep files (magellan sweep) are not experiments
     SCOPED_TRACE(entry.path().string());
@@ -84,7 +86,7 @@ TEST(ConfigPresets, EveryShippedYamlLoadsAndStartsWithItsCommand) {
     std::getline(in, first);
     EXPECT_EQ(first.rfind("# magellan ", 0), 0u) << "first line: " << first;
     // The command names this very file (relative to the repository root).
-    std::string rel = fs::relative(entry.path(), MAGELLAN_SOURCE_DIR).string();
+    std::string rel = fs::relative(entry.path(), root).string();
     EXPECT_NE(first.find(rel), std::string::npos) << "first line: " << first;
     LoadedConfig loaded;
     EXPECT_NO_THROW(loaded = load_config(entry.path().string()));
@@ -94,7 +96,7 @@ TEST(ConfigPresets, EveryShippedYamlLoadsAndStartsWithItsCommand) {
 }
 
 TEST(ConfigPresets, QloraExampleExtendsPhase1AndResolvesItsPaths) {
-  LoadedConfig l = load_config(MAGELLAN_SOURCE_DIR "/experiments/phase1_qlora.yaml");
+  LoadedConfig l = load_config(test_paths::repo_path("experiments/phase1_qlora.yaml"));
   const ExperimentConfig& c = l.config;
   ASSERT_EQ(l.files.size(), 2u);  // the example, then the preset it extends
   EXPECT_NE(l.files[1].find("phase1.yaml"), std::string::npos);
@@ -103,10 +105,10 @@ TEST(ConfigPresets, QloraExampleExtendsPhase1AndResolvesItsPaths) {
   EXPECT_TRUE(c.lora.enabled && c.qlora.enabled);
   namespace fs = std::filesystem;
   ASSERT_EQ(c.data.path.size(), 1u);
-  // Relative to experiments/, so the resolved path is the shared data file itself.
-  EXPECT_TRUE(fs::equivalent(c.data.path[0], MAGELLAN_SOURCE_DIR "/../shared/data/tinyshakespeare.txt"));
+  // Relative to experiments/, so the resolved paths are the files the repository ships.
+  EXPECT_TRUE(fs::equivalent(c.data.path[0], test_paths::asset_path("tinyshakespeare.txt")));
   ASSERT_EQ(c.data.tokenizer.rfind("gpt2:", 0), 0u);
-  EXPECT_TRUE(fs::equivalent(c.data.tokenizer.substr(5), MAGELLAN_SOURCE_DIR "/../shared/data/gpt2"));
+  EXPECT_TRUE(fs::equivalent(c.data.tokenizer.substr(5), test_paths::asset_path("gpt2")));
 }
 
 }  // namespace

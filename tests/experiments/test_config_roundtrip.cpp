@@ -10,6 +10,7 @@
 
 #include "config_test_util.h"
 #include "experiments/config_loader.h"
+#include "tests/test_paths.h"
 
 namespace {
 // A sweep file (`magellan sweep`, trainer/sweep.h) starts with "# magellan sweep".
@@ -74,7 +75,7 @@ ExperimentConfig everything_changed() {
   d.source = DataSource::Jsonl;
   d.task = SyntheticTask::Induction;
   d.path = {"/data/a.jsonl", "/data/dir with space/", "/data/ümlaut.jsonl"};
-  d.tokenizer = "gpt2:/shared/gpt2";
+  d.tokenizer = "gpt2:/opt/tokenizers/gpt2";
   d.seq_len = 77;
   d.val_fraction = 0.1;
   d.n_memorize = 3;
@@ -114,7 +115,7 @@ TEST(ConfigRoundTrip, EveryKeyChanged) {
 
 TEST(ConfigRoundTrip, EveryPresetAndExample) {
   namespace fs = std::filesystem;
-  for (const auto& entry : fs::recursive_directory_iterator(MAGELLAN_SOURCE_DIR "/experiments")) {
+  for (const auto& entry : fs::recursive_directory_iterator(test_paths::repo_path("experiments"))) {
     if (entry.path().extension() != ".yaml") continue;
     if (is_sweep_file(entry.path())) continue;  // sweep files (magellan sweep) are not experiments
     SCOPED_TRACE(entry.path().string());
@@ -128,7 +129,7 @@ TEST(ConfigRoundTrip, ResolvedYamlReloadsFromAnotherDirectory) {
   // The trainer writes runs/<x>/config.yaml; loading it from there must give the same config
   // (paths were made absolute, so the new location does not move them).
   testing::ScratchDir dir;
-  LoadedConfig l = load_config(MAGELLAN_SOURCE_DIR "/experiments/phase1_qlora.yaml");
+  LoadedConfig l = load_config(test_paths::repo_path("experiments/phase1_qlora.yaml"));
   std::string written = dir.write("runs/phase1_qlora/config.yaml", l.yaml);
   EXPECT_TRUE(load_config(written).config == l.config);
 }

@@ -19,11 +19,12 @@
 #include "autograd/tape.h"
 #include "checkpoints/h5_file.h"
 #include "model/hybrid_lm.h"
+#include "tests/test_paths.h"
 
 namespace mg {
 namespace {
 
-const std::string kFixture = std::string(MAGELLAN_SOURCE_DIR) + "/tests/fixtures/hf_mamba_oracle.h5";
+const std::string kFixture = test_paths::repo_path("tests/fixtures/hf_mamba_oracle.h5");
 
 // HF's name -> design.md's name (empty: not a separate parameter here).
 std::string magellan_name(std::string hf) {
