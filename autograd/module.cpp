@@ -45,6 +45,27 @@ int64_t Module::num_parameters(bool trainable_only) {
   return n;
 }
 
+void Module::to(Device device) {
+  visit_parameters([device](const std::string&, Tensor& p) {
+    if (p.is_meta() || p.device() == device) return;
+    const bool grad = p.requires_grad();
+    const bool is_param = grad && p.slot()->is_param;
+    Tensor moved = p.to(device);
+    if (grad) moved.set_requires_grad(true, is_param);
+    p = moved;
+  });
+}
+
+Device Module::device() const { return stored_device().value_or(Device::CPU); }
+
+std::optional<Device> Module::stored_device() const {
+  for (const auto& [_, p] : params_)
+    if (p->defined() && !p->is_meta()) return p->device();
+  for (const auto& [_, child] : children_)
+    if (auto d = child->stored_device()) return d;
+  return std::nullopt;
+}
+
 void Module::zero_grad() {
   visit_parameters([](const std::string&, Tensor& p) { p.zero_grad(); });
 }

@@ -4,6 +4,7 @@
 // "layers.3.mixer.experts.5.up.weight". Registration stores pointers to the members, so a
 // module is neither copyable nor movable once built (hold modules by unique_ptr).
 #include <functional>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +27,11 @@ class Module {
   Tensor* find_parameter(const std::string& name);  // null if absent
   int64_t num_parameters(bool trainable_only = false);
   void zero_grad();
+  // Moves every parameter (trainable or frozen) to `device`, keeping names and whether it
+  // requires a gradient; accumulated gradients are dropped. Meta parameters stay meta.
+  void to(Device device);
+  // The device of the first stored parameter (CPU when every parameter is meta or none exists).
+  Device device() const;
 
  protected:
   // Registers a member tensor as a parameter named `name`; names it and (if trainable) makes
@@ -34,6 +40,7 @@ class Module {
   void register_module(const std::string& name, Module& child);
 
  private:
+  std::optional<Device> stored_device() const;  // nullopt: no stored parameter in this subtree
   std::vector<std::pair<std::string, Tensor*>> params_;
   std::vector<std::pair<std::string, Module*>> children_;
 };

@@ -60,7 +60,15 @@ inline void check_token_ids(const Tensor& ids, int64_t V, const char* op) {
              "that the tokenizer and model.vocab_size agree", op, id[i], i, V);
 }
 
+inline void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
+  MG_CHECK(a.device() == b.device(),
+           "[{}] operands on two devices: {} is on {}, {} on {}; move one with .to(device)", op,
+           a.describe(), device_name(a.device()), b.describe(), device_name(b.device()));
+}
+
+// Same dtype, and (as every op needs) the same device.
 inline void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
+  check_same_device(a, b, op);
   MG_CHECK(a.dtype() == b.dtype(), "[{}] dtype mismatch: {} vs {}", op, a.describe(), b.describe());
 }
 

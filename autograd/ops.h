@@ -82,7 +82,9 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
 // ---- regularization ---------------------------------------------------------------------
 // Inverted dropout with probability p (identity when p == 0 or grad mode is off and
-// `training` is false). The mask is drawn from `rng`.
+// `training` is false). The mask is drawn from `rng`. On the GPU one rng.next_u64() per call
+// seeds a counter-based hash of the element index (cuda/dropout.h): reproducible from the
+// Rng state, but a different mask than the CPU draws from the same state.
 Tensor dropout(const Tensor& x, double p, Rng& rng, bool training = true);
 
 }  // namespace mg::ops

@@ -5,6 +5,7 @@
 
 #include "autograd/op_util.h"
 #include "autograd/ops.h"
+#include "cuda/elementwise.h"
 
 namespace mg::ops {
 
@@ -50,11 +51,17 @@ template <class T> T act_derivative(Act k, T x, T y) {
   return 0;
 }
 
+// The GPU kernels' name for an activation (cuda/elementwise.h lists them in the same order).
+cuda::Activation gpu_act(Act k) { return static_cast<cuda::Activation>(static_cast<int>(k)); }
+static_assert(static_cast<int>(Act::Square) == static_cast<int>(cuda::Activation::Square));
+
 Tensor activation(const Tensor& x, Act kind, const char* name) {
   check_float(x, name);
   const int64_t n = x.numel();
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   MG_DISPATCH_FLOAT(x.dtype(), name, [&] {
+    if (x.is_cuda())
+      return cuda::activation_forward<scalar_t>(gpu_act(kind), x.dev_data<scalar_t>(), out.dev_data<scalar_t>(), n);
     const scalar_t* in = x.data<scalar_t>();
     scalar_t* o = out.data<scalar_t>();
     parallel_for(n, [&](int64_t i) { o[i] = act_value(kind, in[i]); }, 4096);
@@ -68,6 +75,10 @@ Tensor activation(const Tensor& x, Act kind, const char* name) {
   node.backward = [=](Node& nd) {
     Tensor dO = nd.out_grad();
     MG_DISPATCH_FLOAT(dO.dtype(), name, [&] {
+      if (dO.is_cuda())
+        return cuda::activation_backward<scalar_t>(gpu_act(kind), dO.dev_data<scalar_t>(),
+                                                   nd.saved[0].dev_data<scalar_t>(),
+                                                   nd.in_grad(0).dev_data<scalar_t>(), n);
       const scalar_t* g = dO.data<scalar_t>();
       const scalar_t* s = nd.saved[0].data<scalar_t>();
       scalar_t* dx = nd.in_grad(0).data<scalar_t>();

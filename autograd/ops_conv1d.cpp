@@ -5,9 +5,11 @@
 //   dw[d,j]   += sum_{b,t} dy[b,t,d] x[b, t-(K-1)+j, d]
 //   dbias[d]  += sum_{b,t} dy[b,t,d]
 // Parallel over channel blocks, so the reductions over (b, t) for dw and dbias are race-free
-// and deterministic; the inner loop over d is contiguous.
+// and deterministic; the inner loop over d is contiguous. The GPU path (cuda/conv1d.h) runs a
+// thread per (b, t, d) and reduces dw and dbias over (b, t) in a fixed order.
 #include "autograd/op_util.h"
 #include "autograd/ops.h"
+#include "cuda/conv1d.h"
 
 namespace mg::ops {
 
@@ -29,10 +31,14 @@ Tensor causal_conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias) 
   const int64_t K = weight.dim(2);
   MG_CHECK(bias.defined() && bias.numel() == D && bias.dtype() == x.dtype(),
            "[causal_conv1d] bias must be [{}], got {}", D, bias.describe());
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  check_same_device(x, bias, "causal_conv1d");
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   const int64_t nblocks = (D + kChannelBlock - 1) / kChannelBlock;
 
   MG_DISPATCH_FLOAT(x.dtype(), "causal_conv1d", [&] {
+    if (x.is_cuda())
+      return cuda::causal_conv1d_forward<scalar_t>(x.dev_data<scalar_t>(), weight.dev_data<scalar_t>(),
+                                                   bias.dev_data<scalar_t>(), out.dev_data<scalar_t>(), B, T, D, K);
     const scalar_t* in = x.data<scalar_t>();
     const scalar_t* w = weight.data<scalar_t>();
     const scalar_t* bs = bias.data<scalar_t>();
@@ -60,6 +66,12 @@ _Pragma("omp parallel for collapse(2) schedule(static) if (B * T * D > kParallel
   node.backward = [=](Node& nd) {
     Tensor dO = nd.out_grad();
     MG_DISPATCH_FLOAT(dO.dtype(), "causal_conv1d backward", [&] {
+      if (dO.is_cuda())
+        return cuda::causal_conv1d_backward<scalar_t>(
+            dO.dev_data<scalar_t>(), nd.saved[0].dev_data<scalar_t>(), nd.saved[1].dev_data<scalar_t>(),
+            nd.needs(0) ? nd.in_grad(0).dev_data<scalar_t>() : nullptr,
+            nd.needs(1) ? nd.in_grad(1).dev_data<scalar_t>() : nullptr,
+            nd.needs(2) ? nd.in_grad(2).dev_data<scalar_t>() : nullptr, B, T, D, K);
       const scalar_t* g = dO.data<scalar_t>();
       const scalar_t* in = nd.saved[0].data<scalar_t>();
       const scalar_t* w = nd.saved[1].data<scalar_t>();

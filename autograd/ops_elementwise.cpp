@@ -2,6 +2,7 @@
 // a trailing-dims suffix of it (a bias, a norm weight), or a single element.
 #include "autograd/op_util.h"
 #include "autograd/ops.h"
+#include "cuda/elementwise.h"
 
 namespace mg::ops {
 
@@ -35,11 +36,18 @@ void reduce_broadcast(T* db, int64_t n, int64_t nb, F&& g) {
 
 enum class Binary { Add, Sub, Mul };
 
+cuda::BinaryOp gpu_op(Binary kind) {
+  return kind == Binary::Add ? cuda::BinaryOp::Add : kind == Binary::Sub ? cuda::BinaryOp::Sub : cuda::BinaryOp::Mul;
+}
+
 Tensor binary(const Tensor& a, const Tensor& b, Binary kind, const char* name) {
   const int64_t nb = broadcast_size(a, b, name);
   const int64_t n = a.numel();
-  Tensor out = Tensor::empty(a.shape(), a.dtype());
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
   MG_DISPATCH_FLOAT(a.dtype(), name, [&] {
+    if (a.is_cuda())
+      return cuda::binary<scalar_t>(gpu_op(kind), a.dev_data<scalar_t>(), b.dev_data<scalar_t>(),
+                                    out.dev_data<scalar_t>(), n, nb);
     const scalar_t* x = a.data<scalar_t>();
     const scalar_t* y = b.data<scalar_t>();
     scalar_t* o = out.data<scalar_t>();
@@ -62,6 +70,14 @@ Tensor binary(const Tensor& a, const Tensor& b, Binary kind, const char* name) {
   node.backward = [=](Node& nd) {
     Tensor dO = nd.out_grad();
     MG_DISPATCH_FLOAT(dO.dtype(), name, [&] {
+      if (dO.is_cuda()) {
+        const scalar_t* g = dO.dev_data<scalar_t>();
+        const scalar_t* x = kind == Binary::Mul ? nd.saved[0].dev_data<scalar_t>() : nullptr;
+        const scalar_t* y = kind == Binary::Mul ? nd.saved[1].dev_data<scalar_t>() : nullptr;
+        if (nd.needs(0)) cuda::binary_backward_a<scalar_t>(gpu_op(kind), g, y, nd.in_grad(0).dev_data<scalar_t>(), n, nb);
+        if (nd.needs(1)) cuda::binary_backward_b<scalar_t>(gpu_op(kind), g, x, nd.in_grad(1).dev_data<scalar_t>(), n, nb);
+        return;
+      }
       const scalar_t* g = dO.data<scalar_t>();
       const scalar_t* x = kind == Binary::Mul ? nd.saved[0].data<scalar_t>() : nullptr;
       const scalar_t* y = kind == Binary::Mul ? nd.saved[1].data<scalar_t>() : nullptr;
@@ -93,9 +109,12 @@ Tensor mul(const Tensor& a, const Tensor& b) { return binary(a, b, Binary::Mul, 
 // y = a * s + c (s, c constants): dy/da = s.
 static Tensor affine(const Tensor& a, double s, double c, const char* name) {
   check_float(a, name);
-  Tensor out = Tensor::empty(a.shape(), a.dtype());
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
   const int64_t n = a.numel();
   MG_DISPATCH_FLOAT(a.dtype(), name, [&] {
+    if (a.is_cuda())
+      return cuda::affine<scalar_t>(a.dev_data<scalar_t>(), out.dev_data<scalar_t>(), n, static_cast<scalar_t>(s),
+                                    static_cast<scalar_t>(c));
     const scalar_t* x = a.data<scalar_t>();
     scalar_t* o = out.data<scalar_t>();
     const scalar_t ss = static_cast<scalar_t>(s), cc = static_cast<scalar_t>(c);
@@ -106,6 +125,9 @@ static Tensor affine(const Tensor& a, double s, double c, const char* name) {
     node.backward = [=](Node& nd) {
       Tensor dO = nd.out_grad();
       MG_DISPATCH_FLOAT(dO.dtype(), name, [&] {
+        if (dO.is_cuda())
+          return cuda::accumulate_scaled<scalar_t>(dO.dev_data<scalar_t>(), nd.in_grad(0).dev_data<scalar_t>(), n,
+                                                   static_cast<scalar_t>(s));
         const scalar_t* g = dO.data<scalar_t>();
         scalar_t* da = nd.in_grad(0).data<scalar_t>();
         const scalar_t ss = static_cast<scalar_t>(s);

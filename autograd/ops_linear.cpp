@@ -1,11 +1,27 @@
-// matmul and linear: forward and backward, through the tuned BLAS (autograd/blas.h).
+// matmul and linear: forward and backward, through the tuned BLAS (autograd/blas.h) on the
+// CPU and cuBLAS (cuda/gemm.h) on the GPU: the same row-major gemm calls on either.
 #include "autograd/blas.h"
 #include "autograd/op_util.h"
 #include "autograd/ops.h"
+#include "cuda/gemm.h"
 
 namespace mg::ops {
 
 using namespace mg::detail;
+
+namespace {
+
+// C = alpha op(A) op(B) + beta C on the device that holds the operands: `batch` products at
+// the given element strides (0: shared by every product).
+template <class T>
+void gemm_on(Device dev, bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+             const T* B, T beta, T* C, int64_t batch = 1, int64_t sa = 0, int64_t sb = 0, int64_t sc = 0) {
+  if (dev == Device::CUDA) return cuda::gemm<T>(ta, tb, M, N, K, alpha, A, B, beta, C, batch, sa, sb, sc);
+  for (int64_t i = 0; i < batch; ++i)
+    gemm<T>(ta, tb, M, N, K, alpha, A + i * sa, B + i * sb, beta, C + i * sc);
+}
+
+}  // namespace
 
 // a (..., M, K) [trans_a: (..., K, M)], b (K, N) [trans_b: (N, K)] or batched like a
 // -> out (..., M, N). With C = op(A) op(B):
@@ -30,15 +46,12 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   Shape out_shape(a.shape().begin(), a.shape().end() - 2);
   out_shape.push_back(M);
   out_shape.push_back(N);
-  Tensor out = Tensor::empty(out_shape, a.dtype());
+  const Device dev = a.device();
+  Tensor out = Tensor::empty(out_shape, a.dtype(), dev);
 
   MG_DISPATCH_FLOAT(a.dtype(), "matmul", [&] {
-    const scalar_t* A = a.data<scalar_t>();
-    const scalar_t* Bp = b.data<scalar_t>();
-    scalar_t* Cp = out.data<scalar_t>();
-    for (int64_t i = 0; i < batches; ++i)
-      gemm<scalar_t>(trans_a, trans_b, M, N, K, 1, A + i * M * K, Bp + (b_batched ? i * K * N : 0), 0,
-                     Cp + i * M * N);
+    gemm_on<scalar_t>(dev, trans_a, trans_b, M, N, K, 1, a.dev_data<scalar_t>(), b.dev_data<scalar_t>(), 0,
+                      out.dev_data<scalar_t>(), batches, M * K, b_batched ? K * N : 0, M * N);
   });
 
   if (any_requires_grad({&a, &b})) {
@@ -47,28 +60,33 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
       const Tensor& A = n.saved[0];
       const Tensor& Bt = n.saved[1];
       Tensor dC = n.out_grad();
+      const Device dev = A.device();
       MG_DISPATCH_FLOAT(A.dtype(), "matmul backward", [&] {
-        const scalar_t* dc = dC.data<scalar_t>();
-        const scalar_t* ap = A.data<scalar_t>();
-        const scalar_t* bp = Bt.data<scalar_t>();
-        scalar_t* da = n.needs(0) ? n.in_grad(0).data<scalar_t>() : nullptr;
-        scalar_t* db = n.needs(1) ? n.in_grad(1).data<scalar_t>() : nullptr;
-        for (int64_t i = 0; i < batches; ++i) {
-          const scalar_t* dci = dc + i * M * N;
-          const scalar_t* ai = ap + i * M * K;
-          const scalar_t* bi = bp + (b_batched ? i * K * N : 0);
-          if (da) {
-            if (!trans_a)  // dA (M,K) += dC (M,N) op(B)^T
-              gemm<scalar_t>(false, !trans_b, M, K, N, 1, dci, bi, 1, da + i * M * K);
-            else  // A stored (K,M): dA += op(B) dC^T
-              gemm<scalar_t>(trans_b, true, K, M, N, 1, bi, dci, 1, da + i * M * K);
-          }
-          if (db) {
-            scalar_t* dbi = db + (b_batched ? i * K * N : 0);
+        const scalar_t* dc = dC.dev_data<scalar_t>();
+        const scalar_t* ap = A.dev_data<scalar_t>();
+        const scalar_t* bp = Bt.dev_data<scalar_t>();
+        const int64_t sb = b_batched ? K * N : 0;
+        if (n.needs(0)) {
+          scalar_t* da = n.in_grad(0).dev_data<scalar_t>();
+          if (!trans_a)  // dA (M,K) += dC (M,N) op(B)^T
+            gemm_on<scalar_t>(dev, false, !trans_b, M, K, N, 1, dc, bp, 1, da, batches, M * N, sb, M * K);
+          else  // A stored (K,M): dA += op(B) dC^T
+            gemm_on<scalar_t>(dev, trans_b, true, K, M, N, 1, bp, dc, 1, da, batches, sb, M * N, M * K);
+        }
+        if (n.needs(1)) {
+          scalar_t* db = n.in_grad(1).dev_data<scalar_t>();
+          // A shared b sums its gradient over the batch: products run one after another into
+          // the same dB (beta = 1), in batch order. On the GPU, when A is not transposed the
+          // batch is one product over batches*M rows instead (one launch, not `batches`).
+          int64_t Mr = M, runs = b_batched ? 1 : batches, per_run = b_batched ? batches : 1;
+          if (dev == Device::CUDA && !b_batched && !trans_a) Mr = M * batches, runs = 1;
+          for (int64_t r = 0; r < runs; ++r) {
+            const scalar_t* ar = ap + r * M * K;
+            const scalar_t* dcr = dc + r * M * N;
             if (!trans_b)  // dB (K,N) += op(A)^T dC
-              gemm<scalar_t>(!trans_a, false, K, N, M, 1, ai, dci, 1, dbi);
+              gemm_on<scalar_t>(dev, !trans_a, false, K, N, Mr, 1, ar, dcr, 1, db, per_run, M * K, M * N, sb);
             else  // B stored (N,K): dB += dC^T op(A)
-              gemm<scalar_t>(true, trans_a, N, K, M, 1, dci, ai, 1, dbi);
+              gemm_on<scalar_t>(dev, true, trans_a, N, K, Mr, 1, dcr, ar, 1, db, per_run, M * N, M * K, sb);
           }
         }
       });
@@ -94,9 +112,17 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const int64_t M = x.numel() / in;
   Shape out_shape = x.shape();
   out_shape.back() = outf;
-  Tensor out = Tensor::empty(out_shape, x.dtype());
+  const Device dev = x.device();
+  Tensor out = Tensor::empty(out_shape, x.dtype(), dev);
 
   MG_DISPATCH_FLOAT(x.dtype(), "linear", [&] {
+    if (dev == Device::CUDA) {
+      scalar_t* y = out.dev_data<scalar_t>();
+      if (bias.defined()) cuda::broadcast_rows<scalar_t>(bias.dev_data<scalar_t>(), M, outf, y);
+      cuda::gemm<scalar_t>(false, true, M, outf, in, 1, x.dev_data<scalar_t>(), weight.dev_data<scalar_t>(),
+                           bias.defined() ? 1 : 0, y);
+      return;
+    }
     scalar_t* y = out.data<scalar_t>();
     if (bias.defined()) {
       const scalar_t* b = bias.data<scalar_t>();
@@ -115,15 +141,18 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
       const Tensor& X = n.saved[0];
       const Tensor& W = n.saved[1];
       Tensor dY = n.out_grad();
+      const Device dev = X.device();
       MG_DISPATCH_FLOAT(X.dtype(), "linear backward", [&] {
-        const scalar_t* dy = dY.data<scalar_t>();
+        const scalar_t* dy = dY.dev_data<scalar_t>();
         if (n.needs(0))
-          gemm<scalar_t>(false, false, M, in, outf, 1, dy, W.data<scalar_t>(), 1,
-                         n.in_grad(0).data<scalar_t>());
+          gemm_on<scalar_t>(dev, false, false, M, in, outf, 1, dy, W.dev_data<scalar_t>(), 1,
+                            n.in_grad(0).dev_data<scalar_t>());
         if (n.needs(1))
-          gemm<scalar_t>(true, false, outf, in, M, 1, dy, X.data<scalar_t>(), 1,
-                         n.in_grad(1).data<scalar_t>());
-        if (n.needs(2)) {
+          gemm_on<scalar_t>(dev, true, false, outf, in, M, 1, dy, X.dev_data<scalar_t>(), 1,
+                            n.in_grad(1).dev_data<scalar_t>());
+        if (n.needs(2) && dev == Device::CUDA) {
+          cuda::add_column_sums<scalar_t>(dy, M, outf, n.in_grad(2).dev_data<scalar_t>());
+        } else if (n.needs(2)) {
           scalar_t* db = n.in_grad(2).data<scalar_t>();
           for (int64_t m = 0; m < M; ++m)  // row-wise: contiguous and vectorizable
             for (int64_t o = 0; o < outf; ++o) db[o] += dy[m * outf + o];

@@ -5,6 +5,7 @@
 
 #include "autograd/op_util.h"
 #include "autograd/ops.h"
+#include "cuda/norm.h"
 
 namespace mg::ops {
 
@@ -17,9 +18,12 @@ Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps) {
   check_same_dtype(x, weight, "rmsnorm");
   const int64_t C = x.dim(-1), M = x.numel() / (C ? C : 1);
   MG_CHECK(weight.numel() == C, "[rmsnorm] weight {} for input {}", weight.describe(), x.describe());
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
-  Tensor rstd = Tensor::empty({M}, x.dtype());  // (M): 1/sqrt(mean(x^2)+eps), saved for backward
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor rstd = Tensor::empty({M}, x.dtype(), x.device());  // (M): 1/sqrt(mean(x^2)+eps), saved for backward
   MG_DISPATCH_FLOAT(x.dtype(), "rmsnorm", [&] {
+    if (x.is_cuda())
+      return cuda::rmsnorm_forward<scalar_t>(x.dev_data<scalar_t>(), weight.dev_data<scalar_t>(),
+                                             out.dev_data<scalar_t>(), rstd.dev_data<scalar_t>(), M, C, eps);
     const scalar_t* in = x.data<scalar_t>();
     const scalar_t* w = weight.data<scalar_t>();
     scalar_t* o = out.data<scalar_t>();
@@ -40,6 +44,16 @@ Tensor rmsnorm(const Tensor& x, const Tensor& weight, double eps) {
   node.backward = [=](Node& nd) {
     Tensor dO = nd.out_grad();
     MG_DISPATCH_FLOAT(dO.dtype(), "rmsnorm backward", [&] {
+      if (dO.is_cuda()) {
+        const scalar_t* g = dO.dev_data<scalar_t>();
+        const scalar_t* in = nd.saved[0].dev_data<scalar_t>();
+        const scalar_t* r = nd.saved[2].dev_data<scalar_t>();
+        if (nd.needs(0))
+          cuda::rmsnorm_backward_x<scalar_t>(g, in, nd.saved[1].dev_data<scalar_t>(), r,
+                                             nd.in_grad(0).dev_data<scalar_t>(), M, C);
+        if (nd.needs(1)) cuda::rmsnorm_backward_weight<scalar_t>(g, in, r, nd.in_grad(1).dev_data<scalar_t>(), M, C);
+        return;
+      }
       const scalar_t* g = dO.data<scalar_t>();
       const scalar_t* in = nd.saved[0].data<scalar_t>();
       const scalar_t* w = nd.saved[1].data<scalar_t>();

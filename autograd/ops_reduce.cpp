@@ -3,6 +3,7 @@
 
 #include "autograd/op_util.h"
 #include "autograd/ops.h"
+#include "cuda/reduce.h"
 
 namespace mg::ops {
 
@@ -13,8 +14,9 @@ namespace {
 Tensor weighted_sum(const Tensor& x, double w, const char* name) {
   check_float(x, name);
   const int64_t n = x.numel();
-  Tensor out = Tensor::empty({}, x.dtype());
+  Tensor out = Tensor::empty({}, x.dtype(), x.device());
   MG_DISPATCH_FLOAT(x.dtype(), name, [&] {
+    if (x.is_cuda()) return cuda::sum_all<scalar_t>(x.dev_data<scalar_t>(), n, w, out.dev_data<scalar_t>());
     const scalar_t* in = x.data<scalar_t>();
     // double accumulation: losses are sums of many terms
     const double s = deterministic_sum(n, [&](int64_t i) { return static_cast<double>(in[i]); });
@@ -25,6 +27,8 @@ Tensor weighted_sum(const Tensor& x, double w, const char* name) {
     node.backward = [=](Node& nd) {
       Tensor dO = nd.out_grad();
       MG_DISPATCH_FLOAT(dO.dtype(), name, [&] {
+        if (dO.is_cuda())
+          return cuda::sum_all_backward<scalar_t>(dO.dev_data<scalar_t>(), w, nd.in_grad(0).dev_data<scalar_t>(), n);
         const scalar_t g = dO.data<scalar_t>()[0] * static_cast<scalar_t>(w);
         scalar_t* dx = nd.in_grad(0).data<scalar_t>();
         parallel_for(n, [&](int64_t i) { dx[i] += g; });
@@ -47,8 +51,9 @@ Tensor sum_rows(const Tensor& x) {
   check_float(x, "sum_rows");
   MG_CHECK(x.ndim() >= 1, "[sum_rows] needs >= 1-d input");
   const int64_t N = x.dim(-1), M = x.numel() / (N ? N : 1);
-  Tensor out = Tensor::zeros({N}, x.dtype());
+  Tensor out = Tensor::zeros({N}, x.dtype(), x.device());
   MG_DISPATCH_FLOAT(x.dtype(), "sum_rows", [&] {
+    if (x.is_cuda()) return cuda::sum_rows<scalar_t>(x.dev_data<scalar_t>(), M, N, out.dev_data<scalar_t>());
     const scalar_t* in = x.data<scalar_t>();
     scalar_t* o = out.data<scalar_t>();
     for (int64_t i = 0; i < M; ++i)
@@ -59,6 +64,8 @@ Tensor sum_rows(const Tensor& x) {
     node.backward = [=](Node& nd) {
       Tensor dO = nd.out_grad();
       MG_DISPATCH_FLOAT(dO.dtype(), "sum_rows", [&] {
+        if (dO.is_cuda())
+          return cuda::sum_rows_backward<scalar_t>(dO.dev_data<scalar_t>(), M, N, nd.in_grad(0).dev_data<scalar_t>());
         const scalar_t* g = dO.data<scalar_t>();
         scalar_t* dx = nd.in_grad(0).data<scalar_t>();
         parallel_for(M, [&](int64_t i) {
@@ -75,8 +82,9 @@ Tensor sum_rows(const Tensor& x) {
 Tensor softmax(const Tensor& x) {
   check_float(x, "softmax");
   const int64_t N = x.dim(-1), M = x.numel() / (N ? N : 1);
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
   MG_DISPATCH_FLOAT(x.dtype(), "softmax", [&] {
+    if (x.is_cuda()) return cuda::softmax_forward<scalar_t>(x.dev_data<scalar_t>(), out.dev_data<scalar_t>(), M, N);
     const scalar_t* in = x.data<scalar_t>();
     scalar_t* o = out.data<scalar_t>();
     parallel_for(M, [&](int64_t i) {
@@ -93,6 +101,9 @@ Tensor softmax(const Tensor& x) {
     node.backward = [=](Node& nd) {
       Tensor dO = nd.out_grad();
       MG_DISPATCH_FLOAT(dO.dtype(), "softmax", [&] {
+        if (dO.is_cuda())
+          return cuda::softmax_backward<scalar_t>(dO.dev_data<scalar_t>(), nd.saved[0].dev_data<scalar_t>(),
+                                                  nd.in_grad(0).dev_data<scalar_t>(), M, N);
         const scalar_t* g = dO.data<scalar_t>();
         const scalar_t* y = nd.saved[0].data<scalar_t>();
         scalar_t* dx = nd.in_grad(0).data<scalar_t>();
@@ -113,8 +124,9 @@ Tensor logsumexp(const Tensor& x) {
   check_float(x, "logsumexp");
   const int64_t N = x.dim(-1), M = x.numel() / (N ? N : 1);
   Shape out_shape(x.shape().begin(), x.shape().end() - 1);
-  Tensor out = Tensor::empty(out_shape, x.dtype());
+  Tensor out = Tensor::empty(out_shape, x.dtype(), x.device());
   MG_DISPATCH_FLOAT(x.dtype(), "logsumexp", [&] {
+    if (x.is_cuda()) return cuda::logsumexp_forward<scalar_t>(x.dev_data<scalar_t>(), out.dev_data<scalar_t>(), M, N);
     const scalar_t* in = x.data<scalar_t>();
     scalar_t* o = out.data<scalar_t>();
     parallel_for(M, [&](int64_t i) {
@@ -131,6 +143,10 @@ Tensor logsumexp(const Tensor& x) {
     node.backward = [=](Node& nd) {
       Tensor dO = nd.out_grad();
       MG_DISPATCH_FLOAT(dO.dtype(), "logsumexp", [&] {
+        if (dO.is_cuda())
+          return cuda::logsumexp_backward<scalar_t>(dO.dev_data<scalar_t>(), nd.saved[0].dev_data<scalar_t>(),
+                                                    nd.saved[1].dev_data<scalar_t>(),
+                                                    nd.in_grad(0).dev_data<scalar_t>(), M, N);
         const scalar_t* g = dO.data<scalar_t>();
         const scalar_t* in = nd.saved[0].data<scalar_t>();
         const scalar_t* lse = nd.saved[1].data<scalar_t>();

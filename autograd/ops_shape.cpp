@@ -1,9 +1,15 @@
 // Shape ops: reshape (a view), slice/concat along the last dim, transpose of the last two
 // dims, and the row gather / weighted scatter-add that MoE dispatch is built from.
+// On the GPU (cuda/shape.h, cuda/embedding.h) row indices may live on either device: they are
+// checked on the host, and scatters group them by destination row there, so repeated rows
+// are summed in index order, deterministically, without atomics.
 #include <cstring>
 
 #include "autograd/op_util.h"
 #include "autograd/ops.h"
+#include "cuda/elementwise.h"
+#include "cuda/embedding.h"
+#include "cuda/shape.h"
 
 namespace mg::ops {
 
@@ -14,6 +20,8 @@ namespace {
 void accumulate(Tensor dst, const Tensor& src) {
   const int64_t n = src.numel();
   MG_DISPATCH_FLOAT(src.dtype(), "accumulate", [&] {
+    if (src.is_cuda())
+      return cuda::accumulate_scaled<scalar_t>(src.dev_data<scalar_t>(), dst.dev_data<scalar_t>(), n, scalar_t(1));
     scalar_t* d = dst.data<scalar_t>();
     const scalar_t* s = src.data<scalar_t>();
     parallel_for(n, [&](int64_t i) { d[i] += s[i]; });
@@ -39,16 +47,25 @@ Tensor slice_last(const Tensor& x, int64_t start, int64_t len) {
            start, start + len, x.describe());
   Shape shape = x.shape();
   shape.back() = len;
-  Tensor out = Tensor::empty(shape, x.dtype());
-  const size_t es = dtype_size(x.dtype());
-  const char* src = static_cast<const char*>(x.raw());
-  char* dst = static_cast<char*>(out.raw());
-  parallel_for(M, [&](int64_t i) { std::memcpy(dst + i * len * es, src + (i * W + start) * es, len * es); }, 256);
+  Tensor out = Tensor::empty(shape, x.dtype(), x.device());
+  if (x.is_cuda()) {
+    MG_DISPATCH_FLOAT(x.dtype(), "slice_last", [&] {
+      cuda::copy_columns<scalar_t>(x.dev_data<scalar_t>(), W, start, out.dev_data<scalar_t>(), len, 0, M, len, false);
+    });
+  } else {
+    const size_t es = dtype_size(x.dtype());
+    const char* src = static_cast<const char*>(x.raw());
+    char* dst = static_cast<char*>(out.raw());
+    parallel_for(M, [&](int64_t i) { std::memcpy(dst + i * len * es, src + (i * W + start) * es, len * es); }, 256);
+  }
   if (any_requires_grad({&x})) {
     Node node{"slice_last", {input_slot(x)}, {make_output_slot(out)}, {}, nullptr};
     node.backward = [=](Node& nd) {
       Tensor dO = nd.out_grad();
       MG_DISPATCH_FLOAT(dO.dtype(), "slice_last backward", [&] {
+        if (dO.is_cuda())
+          return cuda::copy_columns<scalar_t>(dO.dev_data<scalar_t>(), len, 0, nd.in_grad(0).dev_data<scalar_t>(), W,
+                                              start, M, len, true);
         const scalar_t* g = dO.data<scalar_t>();
         scalar_t* dx = nd.in_grad(0).data<scalar_t>();
         parallel_for(M, [&](int64_t i) {
@@ -78,14 +95,22 @@ Tensor concat_last(const std::vector<Tensor>& xs) {
   }
   Shape shape = xs[0].shape();
   shape.back() = W;
-  Tensor out = Tensor::empty(shape, xs[0].dtype());
-  const size_t es = dtype_size(out.dtype());
-  char* dst = static_cast<char*>(out.raw());
-  for (size_t k = 0; k < xs.size(); ++k) {
-    const char* src = static_cast<const char*>(xs[k].raw());
-    parallel_for(M, [&](int64_t i) {
-      std::memcpy(dst + (i * W + offsets[k]) * es, src + i * widths[k] * es, widths[k] * es);
-    }, 256);
+  Tensor out = Tensor::empty(shape, xs[0].dtype(), xs[0].device());
+  if (out.is_cuda()) {
+    MG_DISPATCH_FLOAT(out.dtype(), "concat_last", [&] {
+      for (size_t k = 0; k < xs.size(); ++k)
+        cuda::copy_columns<scalar_t>(xs[k].dev_data<scalar_t>(), widths[k], 0, out.dev_data<scalar_t>(), W,
+                                     offsets[k], M, widths[k], false);
+    });
+  } else {
+    const size_t es = dtype_size(out.dtype());
+    char* dst = static_cast<char*>(out.raw());
+    for (size_t k = 0; k < xs.size(); ++k) {
+      const char* src = static_cast<const char*>(xs[k].raw());
+      parallel_for(M, [&](int64_t i) {
+        std::memcpy(dst + (i * W + offsets[k]) * es, src + i * widths[k] * es, widths[k] * es);
+      }, 256);
+    }
   }
   bool any = false;
   for (const Tensor& t : xs) any = any || any_requires_grad({&t});
@@ -95,6 +120,13 @@ Tensor concat_last(const std::vector<Tensor>& xs) {
     node.backward = [=](Node& nd) {
       Tensor dO = nd.out_grad();
       MG_DISPATCH_FLOAT(dO.dtype(), "concat_last backward", [&] {
+        if (dO.is_cuda()) {
+          for (size_t k = 0; k < nd.in.size(); ++k)
+            if (nd.needs(k))
+              cuda::copy_columns<scalar_t>(dO.dev_data<scalar_t>(), W, offsets[k], nd.in_grad(k).dev_data<scalar_t>(),
+                                           widths[k], 0, M, widths[k], true);
+          return;
+        }
         const scalar_t* g = dO.data<scalar_t>();
         for (size_t k = 0; k < nd.in.size(); ++k) {
           if (!nd.needs(k)) continue;
@@ -118,8 +150,10 @@ Tensor transpose(const Tensor& x) {
   const int64_t R = x.dim(-2), S = x.dim(-1), nb = R * S > 0 ? x.numel() / (R * S) : 0;
   Shape shape = x.shape();
   std::swap(shape[shape.size() - 1], shape[shape.size() - 2]);
-  Tensor out = Tensor::empty(shape, x.dtype());
+  Tensor out = Tensor::empty(shape, x.dtype(), x.device());
   MG_DISPATCH_FLOAT(x.dtype(), "transpose", [&] {
+    if (x.is_cuda())
+      return cuda::transpose_last2<scalar_t>(x.dev_data<scalar_t>(), out.dev_data<scalar_t>(), nb, R, S, false);
     const scalar_t* in = x.data<scalar_t>();
     scalar_t* o = out.data<scalar_t>();
     for (int64_t b = 0; b < nb; ++b)
@@ -131,6 +165,9 @@ Tensor transpose(const Tensor& x) {
     node.backward = [=](Node& nd) {
       Tensor dO = nd.out_grad();
       MG_DISPATCH_FLOAT(dO.dtype(), "transpose backward", [&] {
+        if (dO.is_cuda())  // dx (nb, R, S) += transpose of dO (nb, S, R)
+          return cuda::transpose_last2<scalar_t>(dO.dev_data<scalar_t>(), nd.in_grad(0).dev_data<scalar_t>(), nb, S, R,
+                                                 true);
         const scalar_t* g = dO.data<scalar_t>();
         scalar_t* dx = nd.in_grad(0).data<scalar_t>();
         for (int64_t b = 0; b < nb; ++b)
@@ -148,20 +185,31 @@ Tensor gather_rows(const Tensor& x, const Tensor& rows) {
   check_float(x, "gather_rows");
   MG_CHECK(rows.dtype() == DType::I32, "[gather_rows] rows must be i32, got {}", rows.describe());
   const int64_t C = x.dim(-1), M = x.numel() / (C ? C : 1), n = rows.numel();
-  const int32_t* r = rows.data<int32_t>();
+  const Tensor host_rows = rows.to(Device::CPU);  // the same handle when on the CPU
+  const int32_t* r = host_rows.data<int32_t>();
   for (int64_t i = 0; i < n; ++i)
     MG_CHECK(r[i] >= 0 && r[i] < M, "[gather_rows] row {} outside [0, {})", r[i], M);
-  Tensor out = Tensor::empty({n, C}, x.dtype());
-  const size_t rb = static_cast<size_t>(C) * dtype_size(x.dtype());
-  const char* src = static_cast<const char*>(x.raw());
-  char* dst = static_cast<char*>(out.raw());
-  parallel_for(n, [&](int64_t i) { std::memcpy(dst + i * rb, src + r[i] * rb, rb); }, 256);
+  Tensor out = Tensor::empty({n, C}, x.dtype(), x.device());
+  if (x.is_cuda()) {
+    const Tensor dev_rows = rows.to(Device::CUDA);
+    MG_DISPATCH_FLOAT(x.dtype(), "gather_rows", [&] {
+      cuda::gather_rows<scalar_t>(dev_rows.dev_data<int32_t>(), n, x.dev_data<scalar_t>(), out.dev_data<scalar_t>(), C);
+    });
+  } else {
+    const size_t rb = static_cast<size_t>(C) * dtype_size(x.dtype());
+    const char* src = static_cast<const char*>(x.raw());
+    char* dst = static_cast<char*>(out.raw());
+    parallel_for(n, [&](int64_t i) { std::memcpy(dst + i * rb, src + r[i] * rb, rb); }, 256);
+  }
   if (any_requires_grad({&x})) {
-    Node node{"gather_rows", {input_slot(x), nullptr}, {make_output_slot(out)}, {rows}, nullptr};
+    Node node{"gather_rows", {input_slot(x), nullptr}, {make_output_slot(out)}, {host_rows}, nullptr};
     node.backward = [=](Node& nd) {
       Tensor dO = nd.out_grad();
       const int32_t* rp = nd.saved[0].data<int32_t>();
       MG_DISPATCH_FLOAT(dO.dtype(), "gather_rows backward", [&] {
+        if (dO.is_cuda())
+          return cuda::scatter_add_rows<scalar_t>(rp, n, dO.dev_data<scalar_t>(), nullptr,
+                                                  nd.in_grad(0).dev_data<scalar_t>(), C);
         const scalar_t* g = dO.data<scalar_t>();
         scalar_t* dx = nd.in_grad(0).data<scalar_t>();
         for (int64_t i = 0; i < n; ++i)  // serial: rows may repeat
@@ -189,11 +237,18 @@ Tensor scatter_add_rows(const Tensor& base, const Tensor& src, const Tensor& row
     check_same_dtype(src, base, "scatter_add_rows");
     MG_CHECK(base.numel() == M * C, "[scatter_add_rows] base {} is not ({}, {})", base.describe(), M, C);
   }
-  const int32_t* r = rows.data<int32_t>();
+  const Tensor host_rows = rows.to(Device::CPU);  // the same handle when on the CPU
+  const int32_t* r = host_rows.data<int32_t>();
   for (int64_t i = 0; i < n; ++i)
     MG_CHECK(r[i] >= 0 && r[i] < M, "[scatter_add_rows] row {} outside [0, {})", r[i], M);
-  Tensor out = base.defined() ? base.detach().clone().view({M, C}) : Tensor::zeros({M, C}, src.dtype());
+  Tensor out = base.defined() ? base.detach().clone().view({M, C}) : Tensor::zeros({M, C}, src.dtype(), src.device());
+  // The backward gathers by row: on the GPU it needs the rows there.
+  const Tensor saved_rows = src.is_cuda() ? rows.to(Device::CUDA) : host_rows;
   MG_DISPATCH_FLOAT(src.dtype(), "scatter_add_rows", [&] {
+    if (src.is_cuda())
+      return cuda::scatter_add_rows<scalar_t>(r, n, src.dev_data<scalar_t>(),
+                                              weights.defined() ? weights.dev_data<scalar_t>() : nullptr,
+                                              out.dev_data<scalar_t>(), C);
     const scalar_t* s = src.data<scalar_t>();
     const scalar_t* w = weights.defined() ? weights.data<scalar_t>() : nullptr;
     scalar_t* o = out.data<scalar_t>();
@@ -206,10 +261,23 @@ Tensor scatter_add_rows(const Tensor& base, const Tensor& src, const Tensor& row
     Node node{"scatter_add_rows",
               {input_slot(base), input_slot(src), nullptr, input_slot(weights)},
               {make_output_slot(out)},
-              {src.detach(), rows, weights.defined() ? weights.detach() : Tensor()},
+              {src.detach(), saved_rows, weights.defined() ? weights.detach() : Tensor()},
               nullptr};
     node.backward = [=](Node& nd) {
       Tensor dO = nd.out_grad();
+      if (dO.is_cuda()) {
+        MG_DISPATCH_FLOAT(dO.dtype(), "scatter_add_rows backward", [&] {
+          const scalar_t* g = dO.dev_data<scalar_t>();
+          const int32_t* rp = nd.saved[1].dev_data<int32_t>();
+          const scalar_t* w = nd.saved[2].defined() ? nd.saved[2].dev_data<scalar_t>() : nullptr;
+          if (nd.needs(0)) accumulate(nd.in_grad(0), dO);
+          if (nd.needs(1)) cuda::gather_rows_accumulate<scalar_t>(rp, n, g, w, nd.in_grad(1).dev_data<scalar_t>(), C);
+          if (nd.needs(3))
+            cuda::gathered_row_dot<scalar_t>(rp, n, g, nd.saved[0].dev_data<scalar_t>(),
+                                             nd.in_grad(3).dev_data<scalar_t>(), C);
+        });
+        return;
+      }
       const int32_t* rp = nd.saved[1].data<int32_t>();
       MG_DISPATCH_FLOAT(dO.dtype(), "scatter_add_rows backward", [&] {
         const scalar_t* g = dO.data<scalar_t>();

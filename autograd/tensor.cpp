@@ -5,6 +5,8 @@
 
 #include "autograd/block_cache.h"
 #include "autograd/half.h"
+#include "cuda/runtime.h"
+#include "cuda/tensor_kernels.h"
 
 namespace mg {
 
@@ -20,7 +22,18 @@ std::string shape_str(const Shape& s) {
   return out + "]";
 }
 
-Storage::Storage(size_t n) : bytes(n) {
+Device parse_device(std::string_view text, std::string_view where) {
+  if (text == "cpu") return Device::CPU;
+  if (text == "cuda") return Device::CUDA;
+  throw Error(fmt::format("[{}] unknown device '{}': use cpu or cuda", where, text));
+}
+
+Storage::Storage(size_t n, Device dev) : bytes(n), device(dev) {
+  if (dev == Device::CUDA) {
+    ptr = cuda::device_alloc(n);
+    capacity = n;
+    return;
+  }
   if (n >= kMmapThresholdBytes) {
     // Anonymous private pages (or a block a BlockCache scope kept): not resident until
     // touched, and unmapped at once when freed outside a scope (glibc's free may keep a large
@@ -38,18 +51,25 @@ Storage::Storage(size_t n) : bytes(n) {
   MG_CHECK(ptr, "[tensor] out of memory allocating {} bytes", n);
 }
 Storage::~Storage() {
-  if (mapped)
+  if (device == Device::CUDA)
+    cuda::device_free(ptr);
+  else if (mapped)
     BlockCache::release(ptr, capacity);
   else
     std::free(ptr);
 }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, std::string name) {
+  return empty(shape, dtype, Device::CPU, std::move(name));
+}
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device, std::string name) {
   for (int64_t d : shape) MG_CHECK(d >= 0, "[tensor] negative dimension in shape {}", shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->dtype = dtype;
-  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype));
+  impl->storage =
+      std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), device);
   impl->name = std::move(name);
   return Tensor(std::move(impl));
 }
@@ -63,9 +83,21 @@ Tensor Tensor::meta(const Shape& shape, DType dtype, std::string name) {
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, std::string name) {
-  Tensor t = empty(shape, dtype, std::move(name));
+  return zeros(shape, dtype, Device::CPU, std::move(name));
+}
+
+// Zeroes a tensor's bytes on its device.
+static void zero_bytes(Tensor& t) {
+  if (t.is_cuda())
+    cuda::memset_zero(t.dev_raw(), t.bytes());
+  else
+    std::memset(t.raw(), 0, t.bytes());
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device, std::string name) {
+  Tensor t = empty(shape, dtype, device, std::move(name));
   // Freshly mapped pages are already zero; writing them would only make them resident.
-  if (!t.impl()->storage->zeroed) std::memset(t.raw(), 0, t.bytes());
+  if (!t.impl()->storage->zeroed) zero_bytes(t);
   return t;
 }
 
@@ -114,12 +146,18 @@ Tensor& Tensor::set_name(std::string n) {
 
 std::string Tensor::describe() const {
   if (!impl_) return "<undefined>";
-  return fmt::format("{}{}{}", impl_->name.empty() ? "" : impl_->name + " ", dtype_name(dtype()),
-                     shape_str(shape()));
+  return fmt::format("{}{}{}{}", impl_->name.empty() ? "" : impl_->name + " ", dtype_name(dtype()),
+                     shape_str(shape()), is_cuda() ? " (cuda)" : "");
 }
 
 double Tensor::item(int64_t i) const {
   MG_CHECK(i >= 0 && i < numel(), "[tensor] index {} out of range for {}", i, describe());
+  if (is_cuda()) {  // one element across: for tests and the loss value, not inner loops
+    Tensor one = Tensor::empty({1}, dtype());
+    cuda::copy_device_to_host(one.raw(), static_cast<const char*>(dev_raw()) + i * dtype_size(dtype()),
+                              dtype_size(dtype()));
+    return one.item(0);
+  }
   switch (dtype()) {
     case DType::F32: return data<float>()[i];
     case DType::F64: return data<double>()[i];
@@ -132,6 +170,7 @@ double Tensor::item(int64_t i) const {
 }
 
 std::vector<double> Tensor::to_double_vector() const {
+  if (is_cuda()) return to(Device::CPU).to_double_vector();
   std::vector<double> out(static_cast<size_t>(numel()));
   for (int64_t i = 0; i < numel(); ++i) out[i] = item(i);
   return out;
@@ -147,6 +186,7 @@ Tensor& Tensor::set_requires_grad(bool on, bool is_param) {
   if (!impl_->slot) impl_->slot = std::make_shared<GradSlot>();
   impl_->slot->shape = shape();
   impl_->slot->dtype = dtype();
+  impl_->slot->device = device();
   impl_->slot->name = name();
   impl_->slot->is_param = is_param;
   return *this;
@@ -167,11 +207,11 @@ Tensor slot_grad(GradSlot& slot) {
   if (slot.spare && slot.spare.use_count() == 1) {  // nobody else sees it: zero and reuse
     slot.grad = std::move(slot.spare);
     Tensor g(slot.grad);
-    std::memset(g.raw(), 0, g.bytes());
+    zero_bytes(g);
     return g;
   }
   slot.spare.reset();
-  slot.grad = Tensor::zeros(slot.shape, slot.dtype, slot.name + ".grad").impl_ptr();
+  slot.grad = Tensor::zeros(slot.shape, slot.dtype, slot.device, slot.name + ".grad").impl_ptr();
   return Tensor(slot.grad);
 }
 
@@ -182,14 +222,21 @@ Tensor Tensor::detach() const {
 }
 
 Tensor Tensor::clone() const {
-  Tensor t = empty(shape(), dtype(), name());
-  std::memcpy(t.raw(), raw(), bytes());
+  Tensor t = empty(shape(), dtype(), device(), name());
+  t.copy_from(*this);
   return t;
 }
 
 Tensor Tensor::to(DType target) const {
   if (target == dtype()) return clone();
-  Tensor t = empty(shape(), target, name());
+  Tensor t = empty(shape(), target, device(), name());
+  t.copy_from(*this);
+  return t;
+}
+
+Tensor Tensor::to(Device target) const {
+  if (target == device()) return *this;
+  Tensor t = empty(shape(), dtype(), target, name());
   t.copy_from(*this);
   return t;
 }
@@ -217,8 +264,28 @@ void convert_into(Dst* dst, const Tensor& src, int64_t n) {
 }
 }  // namespace
 
+// A copy that involves the GPU: bytes move between devices as they are, then (when the dtypes
+// differ) a conversion runs on the GPU side.
+static void copy_with_gpu(Tensor& dst, const Tensor& src) {
+  const size_t n = static_cast<size_t>(src.numel());
+  if (src.dtype() != dst.dtype()) {
+    Tensor staged = src.to(Device::CUDA);  // same dtype, on the GPU
+    Tensor converted = dst.is_cuda() ? dst : Tensor::empty(dst.shape(), dst.dtype(), Device::CUDA);
+    cuda::convert(staged.dtype(), staged.dev_raw(), converted.dtype(), converted.dev_raw(), n);
+    if (!dst.is_cuda()) dst.copy_from(converted);
+    return;
+  }
+  if (src.is_cuda() && dst.is_cuda())
+    cuda::copy_device_to_device(dst.dev_raw(), src.dev_raw(), dst.bytes());
+  else if (src.is_cuda())
+    cuda::copy_device_to_host(dst.raw(), src.dev_raw(), dst.bytes());
+  else
+    cuda::copy_host_to_device(dst.dev_raw(), src.raw(), dst.bytes());
+}
+
 void Tensor::copy_from(const Tensor& src) {
   MG_CHECK(src.numel() == numel(), "[tensor] copy {} into {}: sizes differ", src.describe(), describe());
+  if (is_cuda() || src.is_cuda()) return copy_with_gpu(*this, src);
   int64_t n = numel();
   if (src.dtype() == dtype()) {
     std::memcpy(raw(), src.raw(), bytes());
@@ -242,6 +309,7 @@ void Tensor::copy_from(const Tensor& src) {
 
 void Tensor::fill(double value) {
   int64_t n = numel();
+  if (is_cuda()) return cuda::fill(dtype(), dev_raw(), static_cast<size_t>(n), value);
   switch (dtype()) {
     case DType::F32: { auto* d = data<float>(); for (int64_t i = 0; i < n; ++i) d[i] = static_cast<float>(value); break; }
     case DType::F64: { auto* d = data<double>(); for (int64_t i = 0; i < n; ++i) d[i] = value; break; }

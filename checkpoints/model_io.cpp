@@ -11,7 +11,15 @@ std::vector<int64_t> shape_of(const Tensor& t) { return {t.shape().begin(), t.sh
 void write_tensor(H5File& f, const std::string& path, const Tensor& t) {
   MG_CHECK(t.dtype() == DType::F32, "[checkpoint] {} is {}: checkpoints hold float32 models", t.name(),
            dtype_name(t.dtype()));
-  f.write(path, DType::F32, shape_of(t), t.raw());
+  f.write(path, DType::F32, shape_of(t), t.to(Device::CPU).raw());  // a GPU tensor via a host copy
+}
+
+// Reads a float32 dataset into `t`, on whichever device it lives.
+void read_tensor(const H5File& f, const std::string& path, Tensor& t) {
+  if (!t.is_cuda()) return f.read(path, DType::F32, shape_of(t), t.raw());
+  Tensor host = Tensor::empty(t.shape(), DType::F32);
+  f.read(path, DType::F32, shape_of(t), host.raw());
+  t.copy_from(host);
 }
 
 void write_nf4(H5File& f, const std::string& group, const NF4Weight& q) {
@@ -113,7 +121,7 @@ ModelLoadReport read_model(const H5File& f, HybridLM& model, bool require_all) {
                "[checkpoint] {}: adapter {} has no matching LoRA layer in this model; set lora.enabled and "
                "lora.target_modules as in the run that wrote it", f.path(), aname);
       Tensor& t = is_a ? it->second->lora_A : it->second->lora_B;
-      f.read("/adapter/" + aname, DType::F32, shape_of(t), t.raw());
+      read_tensor(f, "/adapter/" + aname, t);
       rep.adapters += is_a;
     }
   }
@@ -125,7 +133,7 @@ ModelLoadReport read_model(const H5File& f, HybridLM& model, bool require_all) {
       return;
     }
     MG_CHECK(p.dtype() == DType::F32, "[checkpoint] loading into a {} model is not supported", dtype_name(p.dtype()));
-    f.read(path, DType::F32, shape_of(p), p.raw());
+    read_tensor(f, path, p);
     ++rep.loaded;
   });
   if (require_all && !rep.missing.empty())

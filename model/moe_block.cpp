@@ -6,6 +6,7 @@
 #include "autograd/op_util.h"
 #include "autograd/ops.h"
 #include "autograd/tape.h"
+#include "cuda/tensor_kernels.h"
 #include "model/init.h"
 
 namespace mg {
@@ -73,7 +74,11 @@ std::vector<int32_t> MoeMixer::route(const Tensor& h) const {
   return topk_experts(ops::softmax(router.forward(x)), k);
 }
 
-std::vector<int32_t> topk_experts(const Tensor& p, int64_t k) {
+// Routing decisions are made on the host: on the GPU the (M,E) probabilities come across
+// (M*E values per MoE layer, one synchronizing copy); grouping tokens by expert needs the
+// counts on the host anyway, to size the expert GEMMs.
+std::vector<int32_t> topk_experts(const Tensor& probs, int64_t k) {
+  const Tensor p = probs.to(Device::CPU);
   const int64_t E = p.dim(-1), M = p.numel() / E;
   std::vector<int32_t> idx(static_cast<size_t>(M * k));
   MG_DISPATCH_FLOAT(p.dtype(), "topk", [&] {
@@ -96,7 +101,11 @@ std::vector<int32_t> topk_experts(const Tensor& p, int64_t k) {
 }
 
 namespace ops {
-Tensor routing_weights(const Tensor& p, const std::vector<int32_t>& idx, int64_t k) {
+// Computed on the host (k values per token); on the GPU the weights go back to the device and
+// the backward brings dW across, as topk_experts does with the probabilities.
+Tensor routing_weights(const Tensor& probs, const std::vector<int32_t>& idx, int64_t k) {
+  const Tensor p = probs.to(Device::CPU);
+  const Device dev = probs.device();
   const int64_t E = p.dim(-1), M = p.numel() / E;
   Tensor w = Tensor::empty({M, k}, p.dtype());
   Tensor S = Tensor::empty({M}, p.dtype());  // (M) sum of the chosen probabilities
@@ -111,25 +120,32 @@ Tensor routing_weights(const Tensor& p, const std::vector<int32_t>& idx, int64_t
       for (int64_t j = 0; j < k; ++j) wp[m * k + j] = pp[m * E + idx[m * k + j]] / s;
     }
   });
-  if (any_requires_grad({&p})) {
-    Node node{"routing_weights", {input_slot(p)}, {make_output_slot(w)}, {w.detach(), S}, nullptr};
+  Tensor w_out = w.to(dev);
+  if (any_requires_grad({&probs})) {
+    Node node{"routing_weights", {input_slot(probs)}, {make_output_slot(w_out)}, {w.detach(), S}, nullptr};
     node.backward = [idx, M, E, k](Node& nd) {
-      Tensor dW = nd.out_grad();
+      const Tensor dW = nd.out_grad().to(Device::CPU);
+      Tensor dP = nd.in_grad(0);
+      // On the GPU: accumulate on the host into zeros, then add on the device (the same sums).
+      Tensor dP_host = dP.is_cuda() ? Tensor::zeros(dP.shape(), dP.dtype()) : dP;
       MG_DISPATCH_FLOAT(dW.dtype(), "routing_weights backward", [&] {
         const scalar_t* g = dW.data<scalar_t>();
         const scalar_t* wp = nd.saved[0].data<scalar_t>();
         const scalar_t* sp = nd.saved[1].data<scalar_t>();
-        scalar_t* dp = nd.in_grad(0).data<scalar_t>();
+        scalar_t* dp = dP_host.data<scalar_t>();
         for (int64_t m = 0; m < M; ++m) {
           scalar_t dot = 0;
           for (int64_t j = 0; j < k; ++j) dot += g[m * k + j] * wp[m * k + j];
           for (int64_t j = 0; j < k; ++j) dp[m * E + idx[m * k + j]] += (g[m * k + j] - dot) / sp[m];
         }
+        if (dP.is_cuda())
+          cuda::accumulate<scalar_t>(dP.dev_data<scalar_t>(), dP_host.to(Device::CUDA).dev_data<scalar_t>(),
+                                     static_cast<size_t>(dP.numel()));
       });
     };
     current_tape().record(std::move(node));
   }
-  return w;
+  return w_out;
 }
 }  // namespace ops
 
@@ -177,19 +193,19 @@ MoeOutput MoeMixer::forward(const Tensor& h, Rng* rng, bool training) const {
       const int32_t e = ids[j];
       const Expert& expert = source_ ? *streamed[j] : *experts[e];
       const int64_t n = static_cast<int64_t>(rows[e].size());
-      Tensor r = Tensor::from_ids(rows[e], {n});
-      Tensor we = ops::reshape(ops::gather_rows(w, Tensor::from_ids(slots[e], {n})), {n});  // (n)
+      Tensor r = Tensor::from_ids(rows[e], {n}).to(h.device());
+      Tensor we = ops::reshape(ops::gather_rows(w, Tensor::from_ids(slots[e], {n}).to(h.device())), {n});  // (n)
       Tensor ye = expert.forward(ops::gather_rows(x, r), rng, training);                    // (n,C)
       out = ops::scatter_add_rows(out, ye, r, we, M);
     }
   }
-  if (!out.defined()) out = Tensor::zeros({M, C}, h.dtype());  // every assignment dropped
+  if (!out.defined()) out = Tensor::zeros({M, C}, h.dtype(), h.device());  // every assignment dropped
   res.out = ops::reshape(out, h.shape());
 
   // L_aux = E * sum_i f_i P_i, with f constant (counts of the top-k choice, before capacity).
   std::vector<double> f(E, 0.0);
   for (int32_t e : idx) f[e] += 1.0 / static_cast<double>(M * k);
-  Tensor f_t = Tensor::from_vector(f, {E}).to(h.dtype());
+  Tensor f_t = Tensor::from_vector(f, {E}).to(h.dtype()).to(h.device());
   Tensor P = ops::scale(ops::sum_rows(p), 1.0 / static_cast<double>(M));        // (E)
   res.aux = ops::scale(ops::sum(ops::mul(P, f_t)), static_cast<double>(E));     // []
   res.z = ops::mean(ops::square(ops::logsumexp(logits)));                       // []

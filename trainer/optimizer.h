@@ -3,6 +3,11 @@
 // kernels in trainer/adamw.h) or SGD (trainer/sgd.h), with decoupled weight decay skipped for
 // parameters matching optimizer.no_decay. State is saved to and loaded from a checkpoint
 // group, by parameter name, so a resumed run continues bit-exactly.
+//
+// The state lives on the parameters' device (all trainable parameters share one): on the GPU
+// the step and the gradient norm run there (cuda/optimizer_kernels.h, bit-identical to the CPU
+// kernels), and save/load copy the state through the host, so a checkpoint has the same
+// datasets whichever device wrote it and loads on either.
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,15 +39,17 @@ class Optimizer {
   void load(const H5File& f, const std::string& group);  // names and sizes must match
 
  private:
+  // 1-d tensors on device_; undefined when the optimizer does not use them.
   struct State {
     bool decay = true;
-    std::vector<float> m, v;                    // fp32 AdamW / SGD momentum (m)
-    std::vector<uint16_t> m_q, v_sqrt_q;        // fp16 AdamW
-    std::vector<float> m_scale, v_sqrt_scale;   // fp16 AdamW per-block scales
+    Tensor m, v;                    // F32: fp32 AdamW / SGD momentum (m)
+    Tensor m_q, v_sqrt_q;           // F16: fp16 AdamW codes
+    Tensor m_scale, v_sqrt_scale;   // F32: fp16 AdamW per-block scales
   };
   OptimizerConfig cfg_;
   std::vector<std::pair<std::string, Tensor>> params_;
   std::vector<State> state_;
+  Device device_ = Device::CPU;  // where the parameters, their gradients and the state live
   int64_t step_ = 0;
 };
 
