@@ -53,10 +53,11 @@ int cmd_train(const Args& args) {
       "Trains the experiment the YAML describes (docs/config.md); key=value arguments override\n"
       "its keys (e.g. optimizer.lr=1e-3 lora.target_modules=[in_proj,out_proj]). Run outputs go\n"
       "to runs/<experiment>/. Ctrl-C stops after the current step with a checkpoint.\n\noptions");
-  std::string resume;
+  std::string resume, device;
   int64_t stop_after = -1;
   desc.add_options()("help,h", "show this help")(
       "resume", po::value(&resume), "continue RUN_DIR from its latest complete checkpoint (bit-exact)")(
+      "device", po::value(&device), "cpu or cuda: the same as the override training.device=...")(
       "quiet,q", "no progress line or console log (train.log is still written)")(
       "stop-after", po::value(&stop_after), "stop with a checkpoint after this many steps (time-boxed runs)");
   std::vector<std::string> positional;
@@ -68,6 +69,7 @@ int cmd_train(const Args& args) {
   TrainOptions opts;
   opts.quiet = vm.count("quiet") > 0;
   opts.stop_after_steps = stop_after;
+  if (!device.empty()) opts.overrides.push_back("training.device=" + device);  // checked by the config loader
   std::string config_path;
   for (const std::string& a : positional) {
     if (a.find('=') != std::string::npos) opts.overrides.push_back(a);

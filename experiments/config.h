@@ -30,6 +30,7 @@ enum class DataSource { Synthetic, Text, Jsonl, None };
 enum class SyntheticTask { SelectiveCopy, Induction };          // data.task
 enum class GradCheckpointing { None, EveryLayer, EveryN };      // training.grad_checkpointing
 enum class OnNonfinite { Skip, Stop };                          // training.on_nonfinite
+enum class ComputeDevice { Cpu, Cuda };                         // training.device
 enum class ProgressMode { Auto, Always, Never };                // logging.progress
 enum class LogLevel { Trace, Debug, Info, Warn, Error, Critical, Off };  // logging.level (spdlog's)
 
@@ -141,6 +142,7 @@ struct TrainingConfig {
   OnNonfinite on_nonfinite = OnNonfinite::Stop;
   int64_t log_every = 10;
   bool block_cache = true;                 // reuse freed large blocks across steps (autograd/block_cache.h)
+  ComputeDevice device = ComputeDevice::Cpu;  // where the model, activations and optimizer live
   bool operator==(const TrainingConfig&) const = default;
 };
 
@@ -269,6 +271,9 @@ inline std::string_view grad_checkpointing_name(GradCheckpointing v) {
 }
 inline std::string_view on_nonfinite_name(OnNonfinite v) {
   return v == OnNonfinite::Skip ? "skip" : "stop";
+}
+inline std::string_view compute_device_name(ComputeDevice v) {
+  return v == ComputeDevice::Cuda ? "cuda" : "cpu";
 }
 inline std::string_view progress_mode_name(ProgressMode v) {
   switch (v) {

@@ -336,6 +336,8 @@ std::vector<FieldSpec> make_fields() {
   f.push_back(int_field("training.log_every", "steps between log lines", FIELD(training.log_every), 1));
   f.push_back(bool_field("training.block_cache", "keep freed activation blocks for the next step (faster, "
                          "up to 25% more mapped memory)", FIELD(training.block_cache)));
+  f.push_back(enum_field("training.device", "cpu, or cuda (a GPU: a build with MAGELLAN_CUDA, docs/gpu.md)",
+                         FIELD(training.device), {ComputeDevice::Cpu, ComputeDevice::Cuda}, compute_device_name));
 
   // eval, checkpoint, logging.
   f.push_back(int_field("eval.every", "steps between evals; 0 = never", FIELD(eval.every), 0));

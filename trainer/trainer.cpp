@@ -20,6 +20,7 @@
 #include "checkpoints/atomic_save.h"
 #include "checkpoints/metrics_writer.h"
 #include "checkpoints/model_io.h"
+#include "cuda/runtime.h"
 #include "data/tokenizer.h"
 #include "model/lora.h"
 #include "trainer/adamw.h"
@@ -43,7 +44,8 @@ const std::vector<std::string> kSeries = {
 
 Tensor ids_tensor(const std::vector<int32_t>& v, int64_t B, int64_t T) { return Tensor::from_ids(v, {B, T}); }
 
-std::vector<int32_t> argmax_rows(const Tensor& logits) {  // (M, V) -> (M)
+std::vector<int32_t> argmax_rows(const Tensor& logits_any) {  // (M, V) -> (M)
+  const Tensor logits = logits_any.to(Device::CPU);
   const int64_t V = logits.dim(-1), M = logits.numel() / V;
   std::vector<int32_t> out(static_cast<size_t>(M));
   const float* p = logits.data<float>();
@@ -94,10 +96,11 @@ EvalResult evaluate(const HybridLM& model, const Dataset& data, int64_t batch_si
   EvalResult r;
   double loss_sum = 0;
   TaskScore score;
+  const Device dev = model.device();
   for (const Batch& b : data.validation_batches(batch_size, max_batches)) {
     const int64_t counted = b.counted_targets();
     if (counted == 0) continue;
-    LmOutput out = model.forward(ids_tensor(b.tokens, b.B, b.T), ids_tensor(b.targets, b.B, b.T));
+    LmOutput out = model.forward(ids_tensor(b.tokens, b.B, b.T).to(dev), ids_tensor(b.targets, b.B, b.T).to(dev));
     loss_sum += out.ce_loss.item() * static_cast<double>(counted);
     r.tokens += counted;
     score += data.task_accuracy(b, argmax_rows(out.logits));
@@ -185,6 +188,15 @@ void Trainer::Impl::build_model() {
   LoraReport rep = apply_lora(*model, cfg.lora, cfg.qlora, cfg.seed);
   log->info("model: {} layers '{}', {} parameters; {}", cfg.model.n_layers(), cfg.model.layer_pattern,
             model->num_parameters(), rep.summary());
+  if (cfg.training.device == ComputeDevice::Cuda) {
+    // Built and initialised on the CPU (the same numbers as a CPU run), then moved.
+    cuda::require("training.device=cuda");
+    MG_CHECK(!cfg.qlora.enabled && !model->embedding.is_quantized(),
+             "[train] training.device=cuda: NF4 (QLoRA) bases do not run on the GPU yet; train "
+             "QLoRA on the CPU, or LoRA over a float32 base (qlora.enabled=false) on the GPU");
+    model->to(Device::CUDA);
+    log->info("device: {}", cuda::device_description());
+  }
   optim = std::make_unique<Optimizer>(cfg.optimizer, trainable_parameters(*model));
 }
 
@@ -255,6 +267,7 @@ TrainSummary Trainer::Impl::train() {
                                       : MetricsWriter::create(run_dir + "/metrics.h5", kSeries);
   const TrainingConfig& tc = cfg.training;
   const int64_t B = tc.batch_size, T = data->seq_len(), accum = tc.grad_accum;
+  const Device device = model->device();
   const bool show_progress = !opts.quiet && (cfg.logging.progress == ProgressMode::Always ||
                                              (cfg.logging.progress == ProgressMode::Auto && Progress::stderr_is_tty()));
   Progress progress("train", tc.steps, "step", !show_progress);
@@ -290,7 +303,7 @@ TrainSummary Trainer::Impl::train() {
     bool finite = true;
     for (int64_t micro = 0; micro < accum; ++micro) {
       Batch b = data->next_train_batch(B);
-      LmOutput out = model->forward(ids_tensor(b.tokens, B, T), ids_tensor(b.targets, B, T), fopts);
+      LmOutput out = model->forward(ids_tensor(b.tokens, B, T).to(device), ids_tensor(b.targets, B, T).to(device), fopts);
       const double l = out.loss.item();
       finite = finite && std::isfinite(l);
       loss += l / static_cast<double>(accum);

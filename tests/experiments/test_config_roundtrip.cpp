@@ -153,6 +153,20 @@ TEST(ConfigRoundTrip, TrainingBlockCacheParsesAndRoundTrips) {
   EXPECT_FALSE(reload(c).training.block_cache);
 }
 
+TEST(ConfigRoundTrip, TrainingDeviceParsesRoundTripsAndRefusesOthers) {
+  EXPECT_EQ(ExperimentConfig{}.training.device, ComputeDevice::Cpu);
+  const ExperimentConfig c = load_config_text("training:\n  device: cuda\n", "t.yaml").config;
+  EXPECT_EQ(c.training.device, ComputeDevice::Cuda);
+  EXPECT_NE(to_yaml(c).find("\n  device: cuda"), std::string::npos);
+  EXPECT_EQ(reload(c).training.device, ComputeDevice::Cuda);
+  try {
+    load_config_text("training:\n  device: gpu\n", "t.yaml");
+    FAIL() << "an unknown device must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("training.device"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ConfigRoundTrip, WritesEveryKeyOnce) {
   std::string yaml = to_yaml(ExperimentConfig{});
   for (const auto& path : config_key_paths()) {
@@ -162,7 +176,7 @@ TEST(ConfigRoundTrip, WritesEveryKeyOnce) {
     size_t first = yaml.find(needle);
     EXPECT_NE(first, std::string::npos) << "to_yaml lacks " << path;
   }
-  EXPECT_EQ(config_key_paths().size(), 70u) << "a key was added or removed: update docs/config.md";
+  EXPECT_EQ(config_key_paths().size(), 71u) << "a key was added or removed: update docs/config.md";
 }
 
 }  // namespace
