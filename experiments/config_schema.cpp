@@ -333,7 +333,7 @@ std::vector<FieldSpec> make_fields() {
                         FIELD(training.checkpoint_every_n_layers), 1, 4096));
   f.push_back(enum_field("training.on_nonfinite", "a NaN/Inf loss or gradient: skip the step or stop",
                          FIELD(training.on_nonfinite), {OnNonfinite::Skip, OnNonfinite::Stop}, on_nonfinite_name));
-  f.push_back(int_field("training.log_every", "steps between log lines", FIELD(training.log_every), 1));
+  f.push_back(int_field("training.log_every", "steps between log lines (metrics.h5 gets every step)", FIELD(training.log_every), 1));
   f.push_back(bool_field("training.block_cache", "keep freed activation blocks for the next step (faster, "
                          "up to 25% more mapped memory)", FIELD(training.block_cache)));
   f.push_back(enum_field("training.device", "cpu, or cuda (a GPU: a build with MAGELLAN_CUDA, docs/gpu.md)",

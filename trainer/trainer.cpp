@@ -291,6 +291,16 @@ TrainSummary Trainer::Impl::train() {
     keep_last(ckpt_dir, "step_*.h5", cfg.checkpoint.keep_last, protect);
   };
 
+  // The progress line's memory: the process's resident set, and on the GPU what the device
+  // allocator holds (live now / peak since start).
+  auto memory_in_use = [&] {
+    const std::string rss = format_bytes(static_cast<double>(current_rss_bytes()));
+    if (device != Device::CUDA) return rss;
+    const cuda::MemoryStats m = cuda::memory_stats();
+    return fmt::format("{}, gpu {}/{} peak", rss, format_bytes(static_cast<double>(m.allocated)),
+                       format_bytes(static_cast<double>(m.peak_allocated)));
+  };
+
   // Every step allocates the same activations and gradients: keep the freed blocks for the next
   // one instead of unmapping and page-faulting them again (autograd/block_cache.h).
   BlockCache::Scope keep_blocks(tc.block_cache);
@@ -352,7 +362,7 @@ TrainSummary Trainer::Impl::train() {
                                 {"train/tokens_per_s", tok_s}, {"train/step_time_s", dt},
                                 {"train/moe_dropped", static_cast<double>(dropped)}});
     progress.update(state.step, fmt::format("loss {:.4f}  lr {:.2e}  gnorm {:.3f}  {:.0f} tok/s  mem {}", loss, lr,
-                                            grad_norm, tok_s, format_bytes(static_cast<double>(current_rss_bytes()))));
+                                            grad_norm, tok_s, memory_in_use()));
     if (state.step % tc.log_every == 0 || state.step == tc.steps) {
       sum.final_train_loss = window_loss / static_cast<double>(window_n);
       if (!show_progress)
@@ -360,7 +370,7 @@ TrainSummary Trainer::Impl::train() {
                   tc.steps, sum.final_train_loss, lr, grad_norm, window_tokens_s / static_cast<double>(window_n),
                   Progress::format_duration(train_seconds / static_cast<double>(steps_this_run) *
                                             static_cast<double>(tc.steps - state.step)),
-                  format_bytes(static_cast<double>(current_rss_bytes())));
+                  memory_in_use());
       window_loss = window_tokens_s = 0;
       window_n = 0;
     }

@@ -78,7 +78,8 @@ TEST(Trainer, ResumeIsBitExact) {
     for (size_t i = 0; i < joined.size(); ++i) EXPECT_EQ(joined[i], straight.step_losses[i]) << "step " << i + 1;
     EXPECT_EQ(final_weights(straight.last_checkpoint), final_weights(second.last_checkpoint));
 
-    // metrics.h5 of the resumed run holds each step exactly once.
+    // metrics.h5 of the resumed run holds each step exactly once (a row every step, whatever
+    // training.log_every = 4 says about log lines: docs/config.md).
     MetricSeries loss = MetricsReader(*b.run_dir + "/metrics.h5").read("train/loss");
     ASSERT_EQ(loss.steps.size(), 8u);
     for (int i = 0; i < 8; ++i) {
