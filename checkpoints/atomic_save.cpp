@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,9 +56,43 @@ bool last_number(const std::string& name, int64_t* out) {
   return true;
 }
 
+// True when no process `pid` exists (kill(pid, 0) fails with ESRCH). A live process, or one
+// we may not signal (EPERM: it exists), counts as alive: its temp file may be in use.
+bool process_is_gone(int64_t pid) {
+  if (pid <= 0 || pid > INT32_MAX) return false;
+  return ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+}
+
 }  // namespace
 
+std::vector<std::string> remove_stale_temp_files(const std::string& final_path) {
+  std::vector<std::string> removed;
+  const fs::path target(final_path);
+  const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+  const std::string own = target.filename().string();
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (!entry.is_regular_file(ec)) continue;
+    const std::string name = entry.path().filename().string();
+    const size_t at = name.rfind(".tmp.");
+    if (at == std::string::npos || at == 0) continue;
+    const std::string base = name.substr(0, at), pid_text = name.substr(at + 5);
+    if (pid_text.empty() || pid_text.size() > 10 || pid_text.find_first_not_of("0123456789") != std::string::npos)
+      continue;
+    // Only what a save of this file, or of a checkpoint beside it, could have left.
+    if (base != own && ::fnmatch("step_*.h5", base.c_str(), 0) != 0) continue;
+    if (!process_is_gone(std::stoll(pid_text))) continue;
+    if (fs::remove(entry.path(), ec)) {
+      spdlog::info("[save] removed {}, left by an interrupted save of process {} (no longer running)",
+                   entry.path().string(), pid_text);
+      removed.push_back(entry.path().string());
+    }
+  }
+  return removed;
+}
+
 void atomic_write(const std::string& final_path, const std::function<void(const std::string&)>& write_fn) {
+  remove_stale_temp_files(final_path);  // a save killed earlier (kill -9, power loss) left its temp file
   const std::string temp = fmt::format("{}.tmp.{}", final_path, ::getpid());
   auto remove_temp = [&] {
     std::error_code ec;

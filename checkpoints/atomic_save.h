@@ -37,6 +37,13 @@ void atomic_save(const std::string& final_path, const std::function<void(H5File&
 // `final_path` is untouched and mg::Error names it and the cause.
 void atomic_write(const std::string& final_path, const std::function<void(const std::string& temp_path)>& write_fn);
 
+// Removes `<name>.tmp.<pid>` files beside `final_path` that a save killed mid-way left
+// behind (kill -9, a crash: nothing else removes them, and a production checkpoint's is
+// gigabytes): those whose <name> is final_path's own file name or a checkpoint ("step_*.h5"),
+// and whose process no longer exists. A live process's temp file is never touched, nor any
+// other file. atomic_write calls it first; returns the removed paths.
+std::vector<std::string> remove_stale_temp_files(const std::string& final_path);
+
 // "step_00001000.h5": zero-padded to 8 digits so a directory listing sorts by step too.
 std::string checkpoint_filename(int64_t step);
 

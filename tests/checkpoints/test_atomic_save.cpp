@@ -2,6 +2,9 @@
 // byte-identical with no temp file behind; damaged files are reported and skipped.
 #include "checkpoints/atomic_save.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 #include <fstream>
@@ -45,6 +48,27 @@ TEST(AtomicSave, WritesACompleteFile) {
   EXPECT_EQ(f.read_vector<float>("/model/embedding.weight"), std::vector<float>(10, 0.5f));
   EXPECT_TRUE(is_complete_checkpoint(path));
   EXPECT_EQ(names_in(dir), std::vector<std::string>{"step_00001000.h5"});  // no temp left
+}
+
+// The pid of a process that has exited (and been reaped): a temp file named after it is stale.
+pid_t dead_pid() {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(0);
+  ::waitpid(pid, nullptr, 0);
+  return pid;
+}
+
+TEST(AtomicSave, RemovesTempFilesOfSavesKilledEarlierAndNothingElse) {
+  ScratchDir dir;
+  const std::string dead = std::to_string(dead_pid()), alive = std::to_string(::getppid());
+  for (const std::string& name : {"step_00000001.h5.tmp." + dead, "best.h5.tmp." + dead,  // stale
+                                  "step_00000001.h5.tmp." + alive,                        // a live save
+                                  "notes.txt.tmp." + dead, std::string("step_00000001.h5.tmp.x1")})  // not ours
+    std::ofstream(dir.file(name)) << "partial";
+  save(dir.file("best.h5"), 1);  // a save of best.h5 clears its own and the checkpoints' stale temps
+  EXPECT_EQ(names_in(dir), (std::vector<std::string>{"best.h5", "notes.txt.tmp." + dead,
+                                                     "step_00000001.h5.tmp." + alive,
+                                                     "step_00000001.h5.tmp.x1"}));
 }
 
 TEST(AtomicSave, ThrowingWriterLeavesPreviousFileByteIdentical) {
