@@ -162,9 +162,9 @@ int cmd_merge_lora(const Args& args) {
   po::options_description desc(
       "magellan merge-lora --checkpoint ADAPTER.h5 -o MERGED.h5 [--nf4]\n\n"
       "Merges LoRA adapters into their base weights (W + scale * B A; an NF4 base is dequantized\n"
-      "first): the result is a plain model checkpoint without adapters, float32, or re-quantized\n"
-      "to NF4 with --nf4 (the re-quantization error is reported). An NF4 embedding, which takes\n"
-      "no adapter, stays NF4.\n\noptions");
+      "first): the result is a plain model checkpoint without adapters, all float32 (NF4 weights\n"
+      "without an adapter and an NF4 embedding are dequantized too), or with --nf4 the merged\n"
+      "weights re-quantized to NF4 (the error is reported) and the other NF4 weights kept.\n\noptions");
   std::string in, out, adapter;
   desc.add_options()("help,h", "show this help")("checkpoint,c", po::value(&in), "checkpoint with adapters (or run dir)")(
       "adapter", po::value(&adapter), "an adapter checkpoint to apply on --checkpoint first")(
@@ -182,10 +182,13 @@ int cmd_merge_lora(const Args& args) {
   cfg.lora.enabled = false;
   cfg.qlora = QloraConfig{};
   write_converted(out, *lm.model, cfg, lm.step);
-  std::printf("merged %d adapters -> %s%s%s\n", rep.merged, out.c_str(),
-              vm.count("nf4") ? fmt::format(" (NF4; re-quantization error max {:.4g}, rms {:.4g})", rep.max_abs_error,
-                                            rep.rms_error).c_str() : " (float32)",
-              lm.model->embedding.is_quantized() ? "; the embedding stays NF4" : "");
+  if (vm.count("nf4"))
+    std::printf("merged %d adapters -> %s (NF4; re-quantization error max %.4g, rms %.4g)%s\n", rep.merged,
+                out.c_str(), rep.max_abs_error, rep.rms_error,
+                lm.model->embedding.is_quantized() ? "; the embedding stays NF4" : "");
+  else
+    std::printf("merged %d adapters -> %s (float32; %d other NF4 weights dequantized)\n", rep.merged, out.c_str(),
+                rep.dequantized);
   return 0;
 }
 

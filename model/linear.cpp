@@ -65,6 +65,16 @@ void Linear::set_quantized(std::shared_ptr<NF4Weight> q) {
   quantized_ = std::move(q);
 }
 
+void Linear::dequantize_base() {
+  if (!quantized_) return;
+  Tensor w = dense_weight();
+  w.set_name(weight.name());
+  const bool trainable = weight.requires_grad();
+  quantized_.reset();
+  weight = w;  // the registry points at this member
+  set_trainable(weight, trainable);
+}
+
 Tensor Linear::dense_weight() const { return dense_parameter(weight, quantized_.get()); }
 
 void Linear::release_weights() {

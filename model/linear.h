@@ -36,6 +36,9 @@ class Linear : public Module {
   // on an NF4 base or released weights.
   void quantize_base();
   void set_quantized(std::shared_ptr<NF4Weight> q);  // from a checkpoint
+  // Back to a float32 weight holding the dequantized values (frozen, as the NF4 one was). A
+  // no-op on a float weight.
+  void dequantize_base();
   bool is_quantized() const { return quantized_ != nullptr; }
   const std::shared_ptr<NF4Weight>& quantized() const { return quantized_; }
 

@@ -164,6 +164,12 @@ MergeReport merge_all_lora(HybridLM& model, bool requantize) {
       count += st.count;
     }
   });
+  if (!requantize) {
+    visit_linears(model, [&](const std::string&, Linear& l) {
+      if (l.is_quantized()) l.dequantize_base(), ++rep.dequantized;
+    });
+    if (model.embedding.is_quantized()) model.embedding.dequantize(), ++rep.dequantized;
+  }
   if (count) {
     rep.rms_error = std::sqrt(err_sq / static_cast<double>(count));
     rep.rms_weight = std::sqrt(weight_sq / static_cast<double>(count));

@@ -51,12 +51,15 @@ std::vector<std::pair<std::string, Tensor>> trainable_parameters(HybridLM& model
 // --- merging (the merge-lora command, and checking an adapter against its merge) ---------------
 struct MergeReport {
   int merged = 0;
+  int dequantized = 0;  // NF4 weights without an adapter (and the embedding) made float32
   // Of re-quantizing the merged weights to NF4 (when requested), over all merged elements:
   double max_abs_error = 0, rms_error = 0, rms_weight = 0;
 };
 // W += scale * B A for every adapter (NF4 bases are dequantized to float32 first), then the
-// adapters are dropped: the model becomes a plain one. With requantize, the merged weights
-// are quantized to NF4 again and the error (nf4_error_stats) reported.
+// adapters are dropped: the model becomes a plain one. Without requantize the whole model is
+// then float32: NF4 weights that had no adapter (and an NF4 embedding) are dequantized too.
+// With requantize, the merged weights are quantized to NF4 again and the error
+// (nf4_error_stats) reported; the other NF4 weights stay as they are.
 MergeReport merge_all_lora(HybridLM& model, bool requantize);
 // Merge keeping the adapters (Linear::merge_lora), so unmerge_adapters can subtract them
 // again. Return the number of layers merged / unmerged.

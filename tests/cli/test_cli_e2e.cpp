@@ -299,7 +299,14 @@ TEST(CliE2E, QloraAdapterGenerateAndMerge) {
 
   Result merge = magellan(tmp.path, {"merge-lora", "--checkpoint", adapter, "-o", "merged.h5"});
   ASSERT_EQ(merge.rc, 0) << merge.show();
-  EXPECT_NE(merge.out.find("the embedding stays NF4"), std::string::npos) << merge.show();
+  EXPECT_NE(merge.out.find("(float32; "), std::string::npos) << merge.show();
+  {  // every weight of the merged file is float32: nothing left under /quantized (h5py reads it)
+    const fs::path probe = tmp.path / "probe.py";
+    write_text(probe, "import h5py, sys\nf = h5py.File(sys.argv[1], 'r')\nprint('quantized' in f, 'adapter' in f)\n");
+    Result q = run(tmp.path, {"/usr/bin/python3", probe.string(), (tmp.path / "merged.h5").string()});
+    ASSERT_EQ(q.rc, 0) << q.show();
+    EXPECT_EQ(q.out, "False False\n") << q.show();
+  }
   Result g_merged = generate({"--checkpoint", "merged.h5"});
   ASSERT_EQ(g_merged.rc, 0) << g_merged.show();
   EXPECT_EQ(ints_in(g_merged.out), ids) << g_adapter.show() << g_merged.show();

@@ -407,6 +407,27 @@ TEST(Lora, MergeAndUnmergeOnAFloatBase) {
   EXPECT_LT(rel_diff(logits_of(*m, tok), adapted), 1e-5);
 }
 
+// QLoRA with adapters on some layers only: the float merge leaves no NF4 weight anywhere (the
+// layers without an adapter and the embedding are dequantized), the model computes the same.
+TEST(Lora, FloatMergeDequantizesEveryOtherNF4Weight) {
+  auto m = make_model(12);
+  apply_lora(*m, lora_on({"in_proj", "out_proj"}), qlora_on(), 4);
+  randomize_lora_B(*m, 13);
+  ASSERT_TRUE(m->embedding.is_quantized());
+  const Tensor tok = random_ids(2, 8, 32, 5);
+  const Tensor adapted = logits_of(*m, tok);
+  MergeReport rep = merge_all_lora(*m, /*requantize=*/false);
+  EXPECT_GT(rep.merged, 0);
+  EXPECT_GT(rep.dequantized, 1);
+  for (auto& [n, l] : linears_of(*m)) EXPECT_FALSE(l->is_quantized()) << n << " still NF4";
+  EXPECT_FALSE(m->embedding.is_quantized());
+  for (auto& [n, p] : m->named_parameters()) {
+    EXPECT_FALSE(p.is_meta()) << n << " has no float32 storage";
+    EXPECT_FALSE(p.requires_grad() && n.find("lora") != std::string::npos) << n;
+  }
+  EXPECT_LT(rel_diff(logits_of(*m, tok), adapted), 1e-4);
+}
+
 // NF4 base merged into float32 (1e-4 on the logits), then re-quantized with its error reported.
 TEST(Lora, MergeAnNF4BaseIntoFloatAndRequantize) {
   for (bool requantize : {false, true}) {
