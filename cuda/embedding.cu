@@ -79,7 +79,10 @@ void scatter_add_rows(const int32_t* host_rows, int64_t n, const T* src, const T
   MG_CHECK(n < (int64_t(1) << 31), "[cuda scatter_add_rows] {} rows is too many", n);
   // Stable counting sort by destination row: [urows (nu) | off (nu + 1) | pos (n)].
   int32_t max_row = 0;
-  for (int64_t i = 0; i < n; ++i) max_row = std::max(max_row, host_rows[i]);
+  for (int64_t i = 0; i < n; ++i) {
+    MG_CHECK(host_rows[i] >= 0, "[cuda scatter_add_rows] row index {} at position {} is negative", host_rows[i], i);
+    max_row = std::max(max_row, host_rows[i]);
+  }
   std::vector<int32_t> count(static_cast<size_t>(max_row) + 1, 0);
   for (int64_t i = 0; i < n; ++i) ++count[host_rows[i]];
   int64_t nu = 0;
