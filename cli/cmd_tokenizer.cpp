@@ -1,4 +1,7 @@
-// magellan tokenizer train / magellan tokenize
+// magellan tokenizer train | encode | decode, and magellan tokenize
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -18,9 +21,91 @@ namespace po = boost::program_options;
 
 namespace mg::cli {
 
+namespace {
+
+// All of standard input (text to encode or ids to decode when no argument gives them).
+std::string read_stdin(const char* what) {
+  MG_CHECK(!::isatty(STDIN_FILENO), "[tokenizer] {}: give it as an argument, or pipe it in on standard input", what);
+  std::stringstream ss;
+  ss << std::cin.rdbuf();
+  return ss.str();
+}
+
+// A token's text for a person: printable ASCII as is, everything else escaped (\n, \xNN).
+std::string escaped(const std::string& piece) {
+  std::string out;
+  for (unsigned char c : piece) {
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c == '\\') out += "\\\\";
+    else if (c >= 0x20 && c < 0x7f) out += static_cast<char>(c);
+    else out += fmt::format("\\x{:02x}", c);
+  }
+  return out;
+}
+
+// "15496 995\n" -> ids; every whitespace-separated word must be a whole integer in [0, V).
+std::vector<int32_t> parse_ids(const std::string& text, int32_t V) {
+  std::vector<int32_t> ids;
+  std::istringstream in(text);
+  for (std::string word; in >> word;) {
+    errno = 0;
+    char* end = nullptr;
+    const long long v = std::strtoll(word.c_str(), &end, 10);
+    MG_CHECK(*end == '\0' && errno == 0, "[tokenizer] decode: '{}' (word {}) is not a token id", word.substr(0, 40),
+             ids.size() + 1);
+    MG_CHECK(v >= 0 && v < V, "[tokenizer] decode: id {} (word {}) is outside the vocabulary [0, {})", v,
+             ids.size() + 1, V);
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  return ids;
+}
+
+// magellan tokenizer encode|decode --tokenizer SPEC [TEXT | IDS]
+int encode_or_decode(const std::string& action, const Args& args) {
+  const bool encode = action == "encode";
+  po::options_description desc(encode ? "magellan tokenizer encode --tokenizer SPEC [TEXT]\n\n"
+                                        "Prints the ids of TEXT (or of standard input), space-separated.\n\noptions"
+                                      : "magellan tokenizer decode --tokenizer SPEC [\"ID ID ...\"]\n\n"
+                                        "Prints the text of whitespace-separated ids (or of standard input)\n"
+                                        "exactly, with no newline added.\n\noptions");
+  std::string spec = "byte";
+  desc.add_options()("help,h", "show this help")("tokenizer,t", po::value(&spec)->default_value("byte"),
+                                                 "byte, gpt2:<dir>, or a tokenizer.json path")(
+      "pieces", "encode: one line per token, its id and its text (escaped)");
+  std::vector<std::string> positional;
+  po::variables_map vm = parse_args({args.begin() + 1, args.end()}, desc, &positional);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  const auto tok = load_tokenizer(spec);
+  std::string input;
+  for (size_t i = 0; i < positional.size(); ++i) input += (i ? " " : "") + positional[i];
+  if (positional.empty()) input = read_stdin(encode ? "encode: the text" : "decode: the ids");
+  if (!encode) {
+    const std::string text = tok->decode(parse_ids(input, tok->vocab_size()));
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    return 0;
+  }
+  const std::vector<int32_t> ids = tok->encode(input);
+  if (vm.count("pieces")) {
+    for (int32_t id : ids) std::printf("%d\t%s\n", id, escaped(tok->decode(std::span<const int32_t>(&id, 1))).c_str());
+    return 0;
+  }
+  for (size_t i = 0; i < ids.size(); ++i) std::printf("%s%d", i ? " " : "", ids[i]);
+  std::printf("\n");
+  return 0;
+}
+
+}  // namespace
+
 int cmd_tokenizer(const Args& args) {
+  if (!args.empty() && (args[0] == "encode" || args[0] == "decode")) return encode_or_decode(args[0], args);
   const std::string usage =
-      "magellan tokenizer train --vocab-size N CORPUS... -o tokenizer.json\n\n"
+      "magellan tokenizer train --vocab-size N CORPUS... -o tokenizer.json\n"
+      "magellan tokenizer encode --tokenizer SPEC [TEXT]       (ids of a text; --pieces: with their text)\n"
+      "magellan tokenizer decode --tokenizer SPEC [\"IDS\"]      (the text of ids)\n\n"
       "Trains a byte-level BPE (GPT-2 pre-tokenization) on text files or directories and writes\n"
       "a Hugging Face-compatible tokenizer.json (loadable by `tokenizers` and by magellan's\n"
       "data.tokenizer).\n\noptions";
@@ -38,7 +123,8 @@ int cmd_tokenizer(const Args& args) {
     std::cout << desc << "\n";
     return positional.empty() && !vm.count("help") ? 2 : 0;
   }
-  MG_CHECK(positional[0] == "train", "[tokenizer] unknown action '{}': the action is `train`", positional[0]);
+  MG_CHECK(positional[0] == "train", "[tokenizer] unknown action '{}': the actions are train, encode and decode",
+           positional[0]);
   MG_CHECK(positional.size() > 1, "[tokenizer] train: give corpus files or directories");
   MG_CHECK(!out.empty(), "[tokenizer] train: give -o tokenizer.json");
   std::vector<std::string> texts;

@@ -2,19 +2,19 @@
 // block writes a checkpoint from outside magellan, which generate and quantize must accept.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 
+#include "tests/cli/cli_shell.h"
 #include "tests/test_paths.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kBinary = MAGELLAN_BINARY_DIR "/magellan";
+using mg::test::kMagellan;
+using mg::test::sh;
 
 // The first ```python block after `marker` in a repository file.
 std::string python_block_after(const std::string& doc, const std::string& marker) {
@@ -28,30 +28,21 @@ std::string python_block_after(const std::string& doc, const std::string& marker
   return text.substr(open + 10, close - open - 10 + 1);
 }
 
-// Runs a shell command in `dir`; returns its exit code, its output in `log`.
-int sh(const fs::path& dir, const std::string& cmd, std::string& log) {
-  const fs::path out = dir / "cmd.log";
-  const int status = std::system(("cd '" + dir.string() + "' && " + cmd + " > '" + out.string() + "' 2>&1").c_str());
-  std::ifstream in(out);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  log = "$ " + cmd + "\n" + ss.str();
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
-
 TEST(DocsExamples, CheckpointWrittenByH5pyAsDocumentedLoads) {
-  std::string tmpl = (fs::temp_directory_path() / "magellan_docs_XXXXXX").string();
-  const fs::path dir = ::mkdtemp(tmpl.data());
-  std::ofstream(dir / "example.py")
+  mg::test::ShellTempDir dir;
+  std::ofstream(dir.path / "example.py")
       << python_block_after("docs/checkpoint-format.md", "A complete example");
-  std::string log;
   // /usr/bin/python3 has h5py and numpy (Debian packages); the `python3` on PATH may not.
-  ASSERT_EQ(sh(dir, "/usr/bin/python3 example.py", log), 0) << log;
-  EXPECT_EQ(sh(dir, kBinary + " generate --checkpoint init.h5 -p ROMEO: -n 8 --seed 1", log), 0) << log;
-  EXPECT_EQ(sh(dir, kBinary + " quantize --checkpoint init.h5 -o init_nf4.h5 --quiet", log), 0) << log;
-  EXPECT_TRUE(fs::exists(dir / "init_nf4.h5"));
-  EXPECT_EQ(sh(dir, kBinary + " generate --checkpoint init_nf4.h5 -p ROMEO: -n 8 --seed 1", log), 0) << log;
-  fs::remove_all(dir);
+  const auto py = sh(dir.path, "/usr/bin/python3 example.py");
+  ASSERT_EQ(py.rc, 0) << py.show();
+  for (const std::string& cmd :
+       {kMagellan + " generate --checkpoint init.h5 -p ROMEO: -n 8 --seed 1",
+        kMagellan + " quantize --checkpoint init.h5 -o init_nf4.h5 --quiet",
+        kMagellan + " generate --checkpoint init_nf4.h5 -p ROMEO: -n 8 --seed 1"}) {
+    const auto r = sh(dir.path, cmd);
+    EXPECT_EQ(r.rc, 0) << r.show();
+  }
+  EXPECT_TRUE(fs::exists(dir.path / "init_nf4.h5"));
 }
 
 }  // namespace
