@@ -109,7 +109,9 @@ int cmd_quantize(const Args& args) {
     return 0;
   }
   MG_CHECK(!in.empty() && !out.empty(), "[quantize] give --checkpoint IN.h5 and -o OUT.h5");
+  check_output_path(out, {resolve_checkpoint_path(in)}, "quantize");
   LoadedModel lm = load_model_from_checkpoint(in);
+  check_output_path(out, {lm.config.qlora.base_checkpoint.value_or("")}, "quantize");
   MG_CHECK(!lm.config.lora.enabled, "[quantize] {} carries LoRA adapters: merge them first (magellan merge-lora)",
            lm.checkpoint);
   Embedding& embedding = lm.model->embedding;
@@ -175,7 +177,10 @@ int cmd_merge_lora(const Args& args) {
     return 0;
   }
   MG_CHECK(!in.empty() && !out.empty(), "[merge-lora] give --checkpoint IN.h5 and -o OUT.h5");
+  check_output_path(out, {resolve_checkpoint_path(in), adapter.empty() ? "" : resolve_checkpoint_path(adapter)},
+                    "merge-lora");
   LoadedModel lm = load_model_from_checkpoint(in, adapter.empty() ? std::nullopt : std::optional<std::string>(adapter));
+  check_output_path(out, {lm.config.qlora.base_checkpoint.value_or("")}, "merge-lora");
   MergeReport rep = merge_all_lora(*lm.model, vm.count("nf4") > 0);
   MG_CHECK(rep.merged > 0, "[merge-lora] {} has no LoRA adapters to merge", lm.checkpoint);
   ExperimentConfig cfg = lm.config;
@@ -222,6 +227,12 @@ int cmd_import_hf(const Args& args) {
   const fs::path dir = positional[0];
   MG_CHECK(fs::is_directory(dir), "[import-hf] {} is not a directory: give the folder that holds config.json and "
            "model.safetensors", dir.string());
+  {  // neither output may be a file of the model directory (or the tokenizer named)
+    std::vector<std::string> inputs = {tokenizer.rfind("gpt2:", 0) == 0 ? tokenizer.substr(5) : tokenizer};
+    for (const auto& e : fs::directory_iterator(dir)) inputs.push_back(e.path().string());
+    check_output_path(out, inputs, "import-hf");
+    check_output_path(fs::path(out).replace_extension(".yaml").string(), inputs, "import-hf");
+  }
   const auto t0 = std::chrono::steady_clock::now();
   ExperimentConfig cfg;
   cfg.model = hf_mamba_model_config((dir / "config.json").string());

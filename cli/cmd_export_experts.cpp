@@ -34,6 +34,7 @@ int cmd_export_experts(const Args& args) {
   const ExpertPayload p = parse_expert_payload(payload);
   const std::string file = resolve_checkpoint_path(ckpt);
   if (out.empty()) out = default_expert_store_path(file);
+  check_output_path(out, {file}, "export-experts");
   const ExportReport r = export_expert_store(file, out, p, vm.count("quiet") > 0);
   std::printf("wrote %s: %lld experts (%lld parameters, %s payload%s), %s in %.2f s\n", out.c_str(),
               static_cast<long long>(r.experts), static_cast<long long>(r.params), expert_payload_name(p),

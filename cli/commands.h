@@ -30,6 +30,11 @@ int cmd_sweep(const Args& args);
 boost::program_options::variables_map parse_args(const Args& args,
                                                  const boost::program_options::options_description& desc,
                                                  std::vector<std::string>* positional = nullptr);
+// Refuses an output path that would destroy an input or is not a file: `out` is one of
+// `inputs` (compared by file identity: another spelling, a symbolic or hard link all count;
+// files that do not exist are skipped), or `out` exists and is not a regular file (a device
+// such as /dev/null, a FIFO, a directory). Throws mg::Error naming `where` and both paths.
+void check_output_path(const std::string& out, const std::vector<std::string>& inputs, const char* where);
 std::string quote_arg(const std::string& s);  // shell-quoted when needed, for printed commands
 // The program name as invoked (argv[0]), for the commands printed after a run.
 const std::string& program_name();

@@ -2,6 +2,10 @@
 
 #include "cli/commands.h"
 
+#include <filesystem>
+
+#include "autograd/error.h"
+
 namespace mg::cli {
 
 namespace {
@@ -32,6 +36,22 @@ po::variables_map parse_args(const Args& args, const po::options_description& de
 
 const std::string& program_name() { return prog(); }
 void set_program_name(const std::string& argv0) { prog() = argv0; }
+
+void check_output_path(const std::string& out, const std::vector<std::string>& inputs, const char* where) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::file_status st = fs::status(out, ec);
+  if (!fs::exists(st)) return;  // a new file: nothing to destroy
+  MG_CHECK(fs::is_regular_file(st),
+           "[{}] the output {} exists and is not a regular file (a directory, device or FIFO); magellan writes "
+           "its outputs as new files, atomically: give a file path", where, out);
+  for (const std::string& in : inputs) {
+    if (in.empty() || !fs::exists(in, ec)) continue;
+    MG_CHECK(!fs::equivalent(out, in, ec),
+             "[{}] the output {} is the input {} (the same file): writing it would destroy the input; give "
+             "another output path", where, out, in);
+  }
+}
 
 std::string quote_arg(const std::string& s) {
   if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@") ==
