@@ -530,6 +530,44 @@ TEST(CliE2E, SweepCtrlCStopsTrialsWithCheckpoints) {
   EXPECT_NE(csv.find("trial_002,3.0e-3,missing"), std::string::npos) << csv;
 }
 
+// eval --data FILE on a text model: the whole file is the evaluation set (no val_fraction
+// split of it), in --seq-len windows, all of them unless --batches.
+TEST(CliE2E, EvalOnAWholeFile) {
+  REQUIRE_BINARY();
+  TempDir tmp;
+  const std::string corpus = mg::test_paths::repo_path("assets/tinyshakespeare.txt");
+  write_text(tmp.path / "bytes.yaml",
+             "experiment: bytes\nseed: 7\nthreads: 2\n"
+             "model:\n  d_model: 32\n  vocab_size: 257\n  layer_pattern: M\n  d_state: 8\n"
+             "data:\n  source: text\n  path: " + corpus + "\n  tokenizer: byte\n  seq_len: 32\n"
+             "training:\n  steps: 2\n  batch_size: 2\n  log_every: 1\n"
+             "eval:\n  every: 0\n  batches: 1\ncheckpoint:\n  every: 0\nlogging:\n  progress: never\n");
+  Result train = magellan(tmp.path, {"train", "bytes.yaml", "run_dir=run", "--quiet"});
+  ASSERT_EQ(train.rc, 0) << train.show();
+  const auto ckpts = step_checkpoints(tmp.path / "run" / "checkpoints");
+  ASSERT_FALSE(ckpts.empty()) << train.show();
+  const std::regex eval_line(R"(eval: ([0-9]+) tokens  loss ([0-9.naif]+)  perplexity)");
+  std::smatch m;
+
+  Result big = magellan(tmp.path, {"eval", "--checkpoint", ckpts.back().string(), "--data", corpus, "--seq-len",
+                                   "64", "--batches", "2", "--batch-size", "4", "--threads", "2"});
+  ASSERT_EQ(big.rc, 0) << big.show();
+  ASSERT_TRUE(std::regex_search(big.out, m, eval_line)) << big.show();
+  EXPECT_EQ(std::stoll(m[1]), 2 * 4 * 64) << big.show();
+  EXPECT_TRUE(std::isfinite(std::stod(m[2]))) << big.show();
+
+  // A small file, no --batches: every window of it (the byte tokenizer: one token a byte,
+  // then the eos: bytes + 1 tokens, floor(bytes / 64) windows of 64 targets).
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "To be, or not to be, that is the question. ";
+  write_text(tmp.path / "small.txt", text);
+  Result all = magellan(tmp.path, {"eval", "--run", "run", "--data", "small.txt", "--seq-len", "64", "--threads", "2"});
+  ASSERT_EQ(all.rc, 0) << all.show();
+  ASSERT_TRUE(std::regex_search(all.out, m, eval_line)) << all.show();
+  EXPECT_EQ(std::stoll(m[1]), static_cast<long long>(text.size()) / 64 * 64) << all.show();
+  EXPECT_TRUE(std::isfinite(std::stod(m[2]))) << all.show();
+}
+
 // 5. Mistakes a user makes: each exits non-zero and names what was wrong and where.
 TEST(CliE2E, ErrorsNameTheProblem) {
   REQUIRE_BINARY();
