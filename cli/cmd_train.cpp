@@ -24,7 +24,8 @@ void print_next_steps(const TrainSummary& s, const ExperimentConfig& cfg) {
   if (std::isfinite(s.best_eval_loss))
     std::printf(", best eval loss %.4f (step %lld)", s.best_eval_loss, static_cast<long long>(s.best_eval_step));
   if (s.final_eval_accuracy >= 0) std::printf(", task accuracy %.1f%%", 100.0 * s.final_eval_accuracy);
-  std::printf(", %.0f tokens/s, %.0f s\n", s.tokens_per_s, s.wall_s);
+  if (std::isfinite(s.tokens_per_s)) std::printf(", %.0f tokens/s", s.tokens_per_s);
+  std::printf(", %.0f s\n", s.wall_s);
   std::printf("  checkpoint  %s\n  metrics     %s/metrics.h5   log %s/train.log\n\nnext:\n", s.last_checkpoint.c_str(),
               s.run_dir.c_str(), s.run_dir.c_str());
   std::printf("  %s eval --run %s\n", p.c_str(), dir.c_str());
@@ -32,8 +33,11 @@ void print_next_steps(const TrainSummary& s, const ExperimentConfig& cfg) {
     std::printf("  %s generate --run %s --prompt-ids \"3 16 5 9 12 16\" -n 1 --temp 0\n", p.c_str(), dir.c_str());
   else
     std::printf("  %s generate --run %s -p \"Once upon a time\" -n 200\n", p.c_str(), dir.c_str());
-  std::printf("  %s train --resume %s training.steps=%lld     # continue for more steps\n", p.c_str(), dir.c_str(),
-              static_cast<long long>(cfg.training.steps * 2));
+  if (s.status == "stopped")
+    std::printf("  %s train --resume %s     # continue where it stopped\n", p.c_str(), dir.c_str());
+  else
+    std::printf("  %s train --resume %s training.steps=%lld     # continue for more steps\n", p.c_str(), dir.c_str(),
+                static_cast<long long>(cfg.training.steps * 2));
 }
 
 int run_training(const LoadedConfig& loaded, TrainOptions opts) {
@@ -41,6 +45,11 @@ int run_training(const LoadedConfig& loaded, TrainOptions opts) {
   Trainer trainer(cfg, loaded.yaml, std::move(opts));
   TrainSummary s = trainer.run();
   print_next_steps(s, cfg);
+  if (s.interrupted) {  // Ctrl-C / SIGTERM: checkpointed, but not what was asked for (128 + SIGINT)
+    std::fprintf(stderr, "magellan train: interrupted at step %lld (checkpoint saved); resume with `%s train --resume %s`\n",
+                 static_cast<long long>(s.final_step), program_name().c_str(), quote_arg(s.run_dir).c_str());
+    return 130;
+  }
   return s.status == "finished" || s.status == "stopped" ? 0 : 1;
 }
 
@@ -52,7 +61,7 @@ int cmd_train(const Args& args) {
       "magellan train --resume RUN_DIR [key.sub=value ...]\n\n"
       "Trains the experiment the YAML describes (docs/config.md); key=value arguments override\n"
       "its keys (e.g. optimizer.lr=1e-3 lora.target_modules=[in_proj,out_proj]). Run outputs go\n"
-      "to runs/<experiment>/. Ctrl-C stops after the current step with a checkpoint.\n\noptions");
+      "to runs/<experiment>/. Ctrl-C stops after the current step with a checkpoint (exit 130).\n\noptions");
   std::string resume, device;
   int64_t stop_after = -1;
   desc.add_options()("help,h", "show this help")(

@@ -188,8 +188,9 @@ std::vector<fs::path> expand_input_paths(const std::vector<std::string>& paths,
   for (const auto& p : paths) {
     std::error_code ec;
     auto st = fs::status(p, ec);
-    MG_CHECK(fs::exists(st), "[data.path] '{}' does not exist; fix the path (relative paths are "
-             "resolved against the working directory)", p);
+    MG_CHECK(fs::exists(st), "[data.path] '{}' does not exist; fix the path (in a YAML file, relative "
+             "paths are resolved against that file's folder; in a key=value override or a --data flag, "
+             "against the working directory)", p);
     if (fs::is_directory(st)) {
       auto it = fs::recursive_directory_iterator(p, fs::directory_options::skip_permission_denied);
       for (; it != fs::recursive_directory_iterator(); ++it) {

@@ -500,7 +500,9 @@ SweepReport run_sweep(const SweepSpec& spec, const SweepOptions& opts) {
     ++done;
     TrialResult& r = results[i];
     read_trial_summary(r);
-    if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
+    // 130: the trial was interrupted (the SIGINT this sweep forwarded) and checkpointed.
+    const bool interrupted = WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 130 && r.status == "stopped";
+    if (!interrupted && (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0)) {
       r.status = "failed";
       r.note = WIFSIGNALED(wstatus) ? fmt::format("killed by signal {}", WTERMSIG(wstatus))
                                     : last_log_line(trials[i].log_path);

@@ -1,5 +1,6 @@
 #include "trainer/trainer.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -10,6 +11,7 @@
 #include <limits>
 
 #include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -125,8 +127,11 @@ struct Trainer::Impl {
   Rng rng{0};  // LoRA dropout
   TrainState state;
 
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> early_log;  // until the run dir is written
+
   void setup();
   void setup_logging();
+  void open_run_dir();
   void build_model();
   void save_checkpoint(const std::string& path);
   void load_checkpoint(const std::string& path);
@@ -145,7 +150,7 @@ void Trainer::Impl::write_summary(const TrainSummary& s) const {
       << "best_eval_loss: " << num(s.best_eval_loss) << "\n"
       << "best_eval_step: " << s.best_eval_step << "\n"
       << "final_eval_loss: " << num(s.final_eval_loss) << "\n"
-      << "final_eval_accuracy: " << num(s.final_eval_accuracy) << "\n"
+      << "final_eval_accuracy: " << num(s.final_eval_accuracy >= 0 ? s.final_eval_accuracy : NAN) << "\n"
       << "tokens_per_s: " << num(s.tokens_per_s) << "\n"
       << "wall_s: " << num(s.wall_s) << "\n"
       << "skipped_steps: " << s.skipped_steps << "\n"
@@ -167,14 +172,38 @@ TrainSummary Trainer::run() {
   return impl_->train();
 }
 
+// The console, and a memory buffer for train.log: nothing is written into the run dir until
+// setup has accepted the run (open_run_dir), so a refused resume or a failed start leaves the
+// directory as it was (or absent).
 void Trainer::Impl::setup_logging() {
   std::vector<spdlog::sink_ptr> sinks;
   if (!opts.quiet) sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
-  sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(run_dir + "/train.log", /*truncate=*/false));
+  early_log = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(4096);
+  sinks.push_back(early_log);
   log = std::make_shared<spdlog::logger>("train", sinks.begin(), sinks.end());
   log->set_pattern("[%Y-%m-%d %H:%M:%S] %v");
   log->set_level(static_cast<spdlog::level::level_enum>(static_cast<int>(cfg.logging.level)));
   log->flush_on(spdlog::level::info);
+}
+
+// The run is accepted: create the run dir, write the resolved config and the overrides, and
+// send the log (what setup said so far, then everything after) to train.log.
+void Trainer::Impl::open_run_dir() {
+  fs::create_directories(ckpt_dir);
+  {  // The resolved config and the overrides, as this invocation saw them.
+    std::ofstream(run_dir + "/config.yaml") << yaml;
+    std::ofstream ov(run_dir + "/overrides.txt", opts.resume ? std::ios::app : std::ios::trunc);
+    if (opts.resume) ov << "# --resume\n";
+    for (const std::string& o : opts.overrides) ov << o << "\n";
+  }
+  {
+    std::ofstream train_log(run_dir + "/train.log", std::ios::app);
+    for (const std::string& line : early_log->last_formatted()) train_log << line;
+  }
+  auto& sinks = log->sinks();
+  sinks.erase(std::remove(sinks.begin(), sinks.end(), early_log), sinks.end());
+  early_log.reset();
+  sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(run_dir + "/train.log", /*truncate=*/false));
 }
 
 void Trainer::Impl::build_model() {
@@ -210,18 +239,16 @@ void Trainer::Impl::setup() {
     latest = latest_complete_checkpoint(ckpt_dir);
     MG_CHECK(latest, "[train] --resume {}: no complete checkpoint in {}; start the run again without --resume",
              run_dir, ckpt_dir);
+    // The checkpoint's file name is its step (checkpoint_filename).
+    MG_CHECK(latest->step < cfg.training.steps,
+             "[train] --resume {}: the run is finished (step {} of training.steps={}); nothing was done. To train "
+             "it further: magellan train --resume {} training.steps=N with N > {}",
+             run_dir, latest->step, cfg.training.steps, run_dir, latest->step);
   } else if (fs::exists(ckpt_dir) && !list_checkpoints(ckpt_dir).empty()) {
     throw Error(fmt::format("[train] {} already holds checkpoints: continue it with `magellan train --resume {}`, "
                             "or choose another experiment name / run_dir", run_dir, run_dir));
   }
-  fs::create_directories(ckpt_dir);
   setup_logging();
-  {  // The resolved config and the overrides, as this invocation saw them.
-    std::ofstream(run_dir + "/config.yaml") << yaml;
-    std::ofstream ov(run_dir + "/overrides.txt", opts.resume ? std::ios::app : std::ios::trunc);
-    if (opts.resume) ov << "# --resume\n";
-    for (const std::string& o : opts.overrides) ov << o << "\n";
-  }
   log->info("run dir {} ({} threads)", run_dir, num_threads());
 
   if (cfg.data.source != DataSource::Synthetic) tokenizer = load_tokenizer(cfg.data.tokenizer);
@@ -237,6 +264,7 @@ void Trainer::Impl::setup() {
     load_checkpoint(latest->path);
     log->info("resumed from {} (step {})", latest->path, state.step);
   }
+  open_run_dir();
 }
 
 void Trainer::Impl::save_checkpoint(const std::string& path) {
@@ -305,7 +333,11 @@ TrainSummary Trainer::Impl::train() {
   // one instead of unmapping and page-faulting them again (autograd/block_cache.h).
   BlockCache::Scope keep_blocks(tc.block_cache);
   while (state.step < tc.steps) {
-    if (g_stop_requested || (opts.stop_after_steps >= 0 && steps_this_run >= opts.stop_after_steps)) break;
+    if (g_stop_requested) {
+      sum.interrupted = true;
+      break;
+    }
+    if (opts.stop_after_steps >= 0 && steps_this_run >= opts.stop_after_steps) break;
     const auto t0 = std::chrono::steady_clock::now();
     const double lr = lr_at(schedule, state.step);
     double loss = 0, ce = 0, aux = 0, z = 0;
@@ -397,12 +429,16 @@ TrainSummary Trainer::Impl::train() {
   progress.finish();
   if (state.step > sum.start_step || state.step == tc.steps) checkpoint_now();
   sum.status = state.step >= tc.steps ? "finished" : "stopped";
+  sum.interrupted = sum.interrupted && sum.status == "stopped";
+  // Steps since the last logging line (a run stopped between two): their mean, not nothing.
+  if (window_n > 0) sum.final_train_loss = window_loss / static_cast<double>(window_n);
   if (sum.status == "stopped") log->info("stopped at step {}: {}", state.step, last_ckpt);
   sum.final_step = state.step;
   sum.best_eval_loss = state.best_eval_step >= 0 ? state.best_eval_loss : std::numeric_limits<double>::quiet_NaN();
   sum.best_eval_step = state.best_eval_step;
   sum.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-  sum.tokens_per_s = train_seconds > 0 ? static_cast<double>(tokens_this_run) / train_seconds : 0;
+  sum.tokens_per_s = train_seconds > 0 ? static_cast<double>(tokens_this_run) / train_seconds
+                                       : std::numeric_limits<double>::quiet_NaN();
   sum.last_checkpoint = last_ckpt;
   metrics.close();
   write_summary(sum);

@@ -10,6 +10,7 @@
 // train: micro-batches with accumulation, NaN/Inf guard, global-norm clipping, optimizer
 //        step, LR schedule; eval, metrics, progress, checkpoints every N steps.
 // save:  a final checkpoint; the summary.
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -32,14 +33,17 @@ struct TrainOptions {
 struct TrainSummary {
   std::string run_dir;
   int64_t start_step = 0, final_step = 0;
-  double final_train_loss = 0;          // mean CE of the last logging window
-  double best_eval_loss = 0;            // NaN when never evaluated
+  // Values this invocation never measured are NaN (summary.yaml: .nan), never 0.
+  double final_train_loss = NAN;        // mean CE of the last logging window (or of the steps
+                                        // since the last one, when the run stopped between two)
+  double best_eval_loss = NAN;          // NaN when never evaluated
   int64_t best_eval_step = -1;
-  double final_eval_loss = 0, final_eval_accuracy = -1;  // accuracy: task data only
-  double tokens_per_s = 0;              // training throughput of this invocation
+  double final_eval_loss = NAN, final_eval_accuracy = -1;  // accuracy: task data only (-1: none)
+  double tokens_per_s = NAN;            // training throughput of this invocation (NaN: no step)
   double wall_s = 0;
   int64_t skipped_steps = 0;            // non-finite steps skipped
   std::string status;                   // "finished", "stopped" (signal or stop_after_steps)
+  bool interrupted = false;             // stopped by SIGINT/SIGTERM (the CLI then exits 130)
   std::string last_checkpoint;
   std::vector<double> step_losses;      // every optimizer step's loss (tests compare them)
 };

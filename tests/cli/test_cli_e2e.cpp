@@ -537,6 +537,125 @@ TEST(CliE2E, SweepCtrlCStopsTrialsWithCheckpoints) {
   EXPECT_NE(csv.find("trial_002,3.0e-3,missing"), std::string::npos) << csv;
 }
 
+// eval --data FILE on a text model: the whole file is the evaluation set (no val_fraction
+// split of it), in --seq-len windows, all of them unless --batches.
+TEST(CliE2E, EvalOnAWholeFile) {
+  REQUIRE_BINARY();
+  TempDir tmp;
+  const std::string corpus = mg::test_paths::repo_path("assets/tinyshakespeare.txt");
+  write_text(tmp.path / "bytes.yaml",
+             "experiment: bytes\nseed: 7\nthreads: 2\n"
+             "model:\n  d_model: 32\n  vocab_size: 257\n  layer_pattern: M\n  d_state: 8\n"
+             "data:\n  source: text\n  path: " + corpus + "\n  tokenizer: byte\n  seq_len: 32\n"
+             "training:\n  steps: 2\n  batch_size: 2\n  log_every: 1\n"
+             "eval:\n  every: 0\n  batches: 1\ncheckpoint:\n  every: 0\nlogging:\n  progress: never\n");
+  Result train = magellan(tmp.path, {"train", "bytes.yaml", "run_dir=run", "--quiet"});
+  ASSERT_EQ(train.rc, 0) << train.show();
+  const auto ckpts = step_checkpoints(tmp.path / "run" / "checkpoints");
+  ASSERT_FALSE(ckpts.empty()) << train.show();
+  const std::regex eval_line(R"(eval: ([0-9]+) tokens  loss ([0-9.naif]+)  perplexity)");
+  std::smatch m;
+
+  Result big = magellan(tmp.path, {"eval", "--checkpoint", ckpts.back().string(), "--data", corpus, "--seq-len",
+                                   "64", "--batches", "2", "--batch-size", "4", "--threads", "2"});
+  ASSERT_EQ(big.rc, 0) << big.show();
+  ASSERT_TRUE(std::regex_search(big.out, m, eval_line)) << big.show();
+  EXPECT_EQ(std::stoll(m[1]), 2 * 4 * 64) << big.show();
+  EXPECT_TRUE(std::isfinite(std::stod(m[2]))) << big.show();
+
+  // A small file, no --batches: every window of it (the byte tokenizer: one token a byte,
+  // then the eos: bytes + 1 tokens, floor(bytes / 64) windows of 64 targets).
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "To be, or not to be, that is the question. ";
+  write_text(tmp.path / "small.txt", text);
+  Result all = magellan(tmp.path, {"eval", "--run", "run", "--data", "small.txt", "--seq-len", "64", "--threads", "2"});
+  ASSERT_EQ(all.rc, 0) << all.show();
+  ASSERT_TRUE(std::regex_search(all.out, m, eval_line)) << all.show();
+  EXPECT_EQ(std::stoll(m[1]), static_cast<long long>(text.size()) / 64 * 64) << all.show();
+  EXPECT_TRUE(std::isfinite(std::stod(m[2]))) << all.show();
+}
+
+// Resume refusals leave the run dir as it was: an override the checkpoint cannot take (new
+// shapes) writes no config.yaml/overrides.txt, and a finished run is not "resumed" into a
+// summary of zeros but refused with how to extend it.
+TEST(CliE2E, RefusedResumesTouchNothing) {
+  REQUIRE_BINARY();
+  TempDir tmp;
+  write_text(tmp.path / "tiny.yaml", tiny_yaml(10));
+  const fs::path dir = tmp.path / "run";
+  Result first = magellan(tmp.path, {"train", "tiny.yaml", "run_dir=run", "--quiet", "--stop-after", "5"});
+  ASSERT_EQ(first.rc, 0) << first.show();
+  const std::string config = read_text(dir / "config.yaml"), overrides = read_text(dir / "overrides.txt");
+
+  Result wider = magellan(tmp.path, {"train", "--resume", "run", "model.d_model=64", "--quiet"});
+  EXPECT_NE(wider.rc, 0) << wider.show();
+  EXPECT_EQ(read_text(dir / "config.yaml"), config) << wider.show();
+  EXPECT_EQ(read_text(dir / "overrides.txt"), overrides) << wider.show();
+
+  Result resumed = magellan(tmp.path, {"train", "--resume", "run", "--quiet"});
+  ASSERT_EQ(resumed.rc, 0) << wider.show() << resumed.show();
+  EXPECT_EQ(read_key_values(dir / "summary.yaml")["status"], "finished") << resumed.show();
+  const std::string summary = read_text(dir / "summary.yaml"), overrides2 = read_text(dir / "overrides.txt");
+
+  Result again = magellan(tmp.path, {"train", "--resume", "run", "--quiet"});
+  EXPECT_EQ(again.rc, 1) << again.show();
+  EXPECT_NE(again.err.find("finished"), std::string::npos) << again.show();
+  EXPECT_NE(again.err.find("training.steps=N"), std::string::npos) << again.show();
+  EXPECT_EQ(read_text(dir / "summary.yaml"), summary) << again.show();
+  EXPECT_EQ(read_text(dir / "overrides.txt"), overrides2) << again.show();
+}
+
+// Ctrl-C on train: a checkpoint, status stopped without made-up numbers, and exit 130.
+TEST(CliE2E, TrainCtrlCExits130WithACheckpoint) {
+  REQUIRE_BINARY();
+  TempDir tmp;
+  write_text(tmp.path / "tiny.yaml", tiny_yaml(1000000));
+  const fs::path dir = tmp.path / "run";
+  const pid_t pid = spawn({kBinary, "train", "tiny.yaml", "run_dir=run", "eval.every=0", "--quiet"}, tmp.path,
+                          tmp.path / "train.out", tmp.path / "train.err");
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (step_checkpoints(dir / "checkpoints").empty() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  kill(pid, SIGINT);
+  int status = 0;
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (waitpid(pid, &status, WNOHANG) == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (std::chrono::steady_clock::now() >= deadline) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    FAIL() << "train did not exit within 60 s of SIGINT\n" << read_text(tmp.path / "train.err");
+  }
+  const std::string said = read_text(tmp.path / "train.out") + read_text(tmp.path / "train.err");
+  EXPECT_EQ(exit_code(status), 130) << said;
+  EXPECT_NE(said.find("interrupted"), std::string::npos) << said;
+  auto sum = read_key_values(dir / "summary.yaml");
+  EXPECT_EQ(sum["status"], "stopped") << said;
+  const auto ckpts = step_checkpoints(dir / "checkpoints");
+  ASSERT_FALSE(ckpts.empty()) << said;
+  EXPECT_NE(sum["last_checkpoint"].find(ckpts.back().filename().string()), std::string::npos) << said;
+  EXPECT_EQ(sum["final_eval_loss"], ".nan") << said;
+  EXPECT_EQ(sum["best_eval_loss"], ".nan") << said;
+  EXPECT_NE(sum["final_train_loss"], "0") << said;
+}
+
+// A run that fails while starting (a data.path that does not exist) leaves no runs/<name>
+// behind, and the error says where relative paths in a YAML file point.
+TEST(CliE2E, FailedStartLeavesNoRunDir) {
+  REQUIRE_BINARY();
+  TempDir tmp;
+  fs::create_directories(tmp.path / "cfg");
+  write_text(tmp.path / "cfg" / "text.yaml",
+             "experiment: textrun\nmodel:\n  d_model: 32\n  vocab_size: 257\n  layer_pattern: M\n"
+             "data:\n  source: text\n  path: missing.txt\ntraining:\n  steps: 2\n  batch_size: 2\n");
+  Result bad = magellan(tmp.path, {"train", "cfg/text.yaml", "--quiet"});
+  EXPECT_NE(bad.rc, 0) << bad.show();
+  EXPECT_NE(bad.err.find((tmp.path / "cfg" / "missing.txt").string()), std::string::npos) << bad.show();
+  EXPECT_NE(bad.err.find("that file's folder"), std::string::npos) << bad.show();
+  EXPECT_FALSE(fs::exists(tmp.path / "runs" / "textrun")) << bad.show();
+  EXPECT_FALSE(fs::exists(tmp.path / "runs")) << bad.show();
+}
+
 // 5. Mistakes a user makes: each exits non-zero and names what was wrong and where.
 TEST(CliE2E, ErrorsNameTheProblem) {
   REQUIRE_BINARY();

@@ -2,7 +2,10 @@
 // resume, metrics in HDF5, the NaN guard, and learning.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "autograd/block_cache.h"
 #include "checkpoints/atomic_save.h"
@@ -41,6 +44,13 @@ ExperimentConfig tiny_run(const std::string& name) {
   c.scheduler.warmup_steps = 2;
   c.threads = 2;
   return c;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 std::vector<float> final_weights(const std::string& ckpt) {
@@ -185,6 +195,97 @@ TEST(Trainer, LossFallsAndEvalReportsTaskAccuracy) {
   EXPECT_LT(s.step_losses.back(), 2.4);
   EXPECT_GE(s.final_eval_accuracy, 0.0);
   EXPECT_LE(s.final_eval_accuracy, 1.0);
+  fs::remove_all(*c.run_dir);
+}
+
+// A resume that is refused (here: an override that changes the model's shapes, so the
+// checkpoint does not load) writes nothing into the run dir; the plain resume still works.
+TEST(Trainer, RefusedResumeWritesNothing) {
+  ExperimentConfig c = tiny_run("refused_resume");
+  TrainSummary first = Trainer(c, "original", {.overrides = {"seed=1"}, .quiet = true, .stop_after_steps = 4}).run();
+  ASSERT_EQ(first.status, "stopped");
+  const std::string dir = *c.run_dir;
+  const std::string config = read_text(dir + "/config.yaml"), overrides = read_text(dir + "/overrides.txt"),
+                    log = read_text(dir + "/train.log"), summary = read_text(dir + "/summary.yaml");
+  ExperimentConfig wider = c;
+  wider.model.d_model = 64;
+  EXPECT_THROW(Trainer(wider, "wider", {.resume = true, .overrides = {"model.d_model=64"}, .quiet = true}).run(),
+               Error);
+  EXPECT_EQ(read_text(dir + "/config.yaml"), config);
+  EXPECT_EQ(read_text(dir + "/overrides.txt"), overrides);
+  EXPECT_EQ(read_text(dir + "/train.log"), log);
+  EXPECT_EQ(read_text(dir + "/summary.yaml"), summary);
+  TrainSummary resumed = Trainer(c, "original", {.resume = true, .quiet = true}).run();
+  EXPECT_EQ(resumed.status, "finished");
+  EXPECT_EQ(resumed.final_step, 8);
+  // The log of the accepted resume reaches train.log, setup's lines included.
+  EXPECT_NE(read_text(dir + "/train.log").find("resumed from"), std::string::npos);
+  EXPECT_NE(read_text(dir + "/overrides.txt").find("# --resume"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+// Resuming a finished run does nothing and says how to extend it; the run dir is untouched.
+TEST(Trainer, ResumeOfAFinishedRunIsRefused) {
+  ExperimentConfig c = tiny_run("finished_resume");
+  Trainer(c, "x", {.quiet = true}).run();
+  const std::string dir = *c.run_dir;
+  const std::string summary = read_text(dir + "/summary.yaml"), overrides = read_text(dir + "/overrides.txt");
+  const auto ckpts = list_checkpoints(dir + "/checkpoints");
+  try {
+    Trainer(c, "x", {.resume = true, .quiet = true}).run();
+    FAIL() << "resuming a finished run must be refused";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("finished"), std::string::npos) << what;
+    EXPECT_NE(what.find("training.steps=N"), std::string::npos) << what;
+  }
+  EXPECT_EQ(read_text(dir + "/summary.yaml"), summary);
+  EXPECT_EQ(read_text(dir + "/overrides.txt"), overrides);
+  EXPECT_EQ(list_checkpoints(dir + "/checkpoints").size(), ckpts.size());
+  // Extending it works.
+  c.training.steps = 10;
+  TrainSummary more = Trainer(c, "x", {.resume = true, .quiet = true}).run();
+  EXPECT_EQ(more.final_step, 10);
+  fs::remove_all(dir);
+}
+
+// A run that fails during setup leaves no run dir behind, and never removes one that existed.
+TEST(Trainer, FailedStartLeavesNoRunDir) {
+  ExperimentConfig c = tiny_run("failed_start");
+  c.data.source = DataSource::Text;
+  c.data.path = {(fs::temp_directory_path() / "magellan_no_such_corpus.txt").string()};
+  c.model.vocab_size = 257;
+  const std::string dir = *c.run_dir;
+  try {
+    Trainer(c, "x", {.quiet = true}).run();
+    FAIL() << "a missing data.path must fail";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("that file's folder"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir)) << "the failed start left " << dir;
+  fs::create_directories(dir + "/notes");
+  EXPECT_THROW(Trainer(c, "x", {.quiet = true}).run(), Error);
+  EXPECT_TRUE(fs::exists(dir + "/notes"));
+  EXPECT_FALSE(fs::exists(dir + "/config.yaml"));
+  fs::remove_all(dir);
+}
+
+// A run stopped before its first log line or eval reports no made-up numbers.
+TEST(Trainer, StoppedSummaryHasNoZeros) {
+  ExperimentConfig c = tiny_run("stopped_summary");
+  TrainSummary s = Trainer(c, "x", {.quiet = true, .stop_after_steps = 1}).run();
+  EXPECT_EQ(s.status, "stopped");
+  EXPECT_FALSE(s.interrupted) << "stop_after_steps is not an interruption";
+  EXPECT_TRUE(std::isfinite(s.final_train_loss)) << "the one step's loss";
+  EXPECT_GT(s.final_train_loss, 0.0);
+  EXPECT_TRUE(std::isnan(s.final_eval_loss));
+  EXPECT_TRUE(std::isnan(s.best_eval_loss));
+  const std::string summary = read_text(*c.run_dir + "/summary.yaml");
+  EXPECT_NE(summary.find("status: stopped"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("final_eval_loss: .nan"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("best_eval_loss: .nan"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("final_eval_accuracy: .nan"), std::string::npos) << summary;
+  EXPECT_EQ(summary.find("final_train_loss: 0\n"), std::string::npos) << summary;
   fs::remove_all(*c.run_dir);
 }
 
