@@ -12,6 +12,7 @@
 #include "data/tokenizer.h"
 #include "inference/load_model.h"
 #include "trainer/trainer.h"
+#include "util/progress.h"
 
 namespace po = boost::program_options;
 
@@ -35,7 +36,8 @@ int cmd_eval(const Args& args) {
       "batches", po::value(&batches), "validation batches (default: the config's eval.batches, or all with "
       "--data; -1 = all)")(
       "batch-size", po::value(&batch_size), "rows per batch (default: training.batch_size)")(
-      "threads", po::value(&threads), "threads (default: all cores)");
+      "threads", po::value(&threads), "threads (default: all cores)")(
+      "quiet,q", "no progress line (it is drawn only on a terminal anyway)");
   StreamFlags stream;
   add_stream_options(desc, stream);
   po::variables_map vm = parse_args(args, desc);
@@ -78,7 +80,7 @@ int cmd_eval(const Args& args) {
   // Every batch allocates the same activations: keep the freed blocks (not when streaming
   // experts, whose memory bound is --expert-cache-mb's).
   BlockCache::Scope keep_blocks(cfg.training.block_cache && !lm.experts);
-  EvalResult r = evaluate(*lm.model, *data, B, n);
+  EvalResult r = evaluate(*lm.model, *data, B, n, Progress::stderr_is_tty() && !vm.count("quiet"));
   std::printf("checkpoint %s (step %lld)\n", lm.checkpoint.c_str(), static_cast<long long>(lm.step));
   std::printf("eval: %lld tokens  loss %.4f  perplexity %.3f", static_cast<long long>(r.tokens), r.loss, r.ppl);
   if (r.accuracy >= 0) std::printf("  task accuracy %.2f%%", 100.0 * r.accuracy);

@@ -93,13 +93,17 @@ DatasetOptions dataset_options(const ExperimentConfig& c, bool quiet) {
 
 void request_training_stop() { g_stop_requested = true; }
 
-EvalResult evaluate(const HybridLM& model, const Dataset& data, int64_t batch_size, int64_t max_batches) {
+EvalResult evaluate(const HybridLM& model, const Dataset& data, int64_t batch_size, int64_t max_batches,
+                    bool show_progress) {
   NoGradGuard no_grad;
   EvalResult r;
   double loss_sum = 0;
   TaskScore score;
   const Device dev = model.device();
-  for (const Batch& b : data.validation_batches(batch_size, max_batches)) {
+  const std::vector<Batch> batches = data.validation_batches(batch_size, max_batches);
+  Progress progress("eval", static_cast<int64_t>(batches.size()), "batch", !show_progress);
+  for (const Batch& b : batches) {
+    progress.advance();
     const int64_t counted = b.counted_targets();
     if (counted == 0) continue;
     LmOutput out = model.forward(ids_tensor(b.tokens, b.B, b.T).to(dev), ids_tensor(b.targets, b.B, b.T).to(dev));
@@ -107,6 +111,7 @@ EvalResult evaluate(const HybridLM& model, const Dataset& data, int64_t batch_si
     r.tokens += counted;
     score += data.task_accuracy(b, argmax_rows(out.logits));
   }
+  progress.clear();
   r.loss = r.tokens ? loss_sum / static_cast<double>(r.tokens) : std::numeric_limits<double>::quiet_NaN();
   r.ppl = std::exp(r.loss);
   if (data.has_task_metric()) r.accuracy = score.accuracy();
@@ -370,6 +375,7 @@ TrainSummary Trainer::Impl::train() {
                                 loss, grad_norm, last_ckpt.empty() ? "" : " (" + last_ckpt + ")"));
       }
       ++sum.skipped_steps;
+      progress.clear();
       log->warn("step {}: non-finite loss/gradient (loss {}, grad norm {}): step skipped", step_no, loss, grad_norm);
       // The data advanced; the step counter does too, so the schedule stays aligned.
       ++state.step;
@@ -409,7 +415,8 @@ TrainSummary Trainer::Impl::train() {
     const bool last = state.step == tc.steps;
     bool improved = false;
     if (cfg.eval.every > 0 && (state.step % cfg.eval.every == 0 || last)) {
-      EvalResult ev = evaluate(*model, *data, B, cfg.eval.batches);
+      progress.clear();  // eval draws its own line, then the result is logged on a clean one
+      EvalResult ev = evaluate(*model, *data, B, cfg.eval.batches, show_progress);
       metrics.append(state.step, {{"eval/loss", ev.loss}, {"eval/ppl", ev.ppl}, {"eval/accuracy", ev.accuracy}});
       improved = std::isfinite(ev.loss) && (state.best_eval_step < 0 || ev.loss < state.best_eval_loss);
       if (improved) {

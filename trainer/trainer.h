@@ -55,7 +55,10 @@ struct EvalResult {
 };
 
 // Mean loss over the counted targets of the validation batches, perplexity, task accuracy.
-EvalResult evaluate(const HybridLM& model, const Dataset& data, int64_t batch_size, int64_t max_batches);
+// `progress`: its own line ("eval  3/20 batch ..."), when given and not quiet; erased at the
+// end so that the result can be logged on a clean line.
+EvalResult evaluate(const HybridLM& model, const Dataset& data, int64_t batch_size, int64_t max_batches,
+                    bool show_progress = false);
 
 class Trainer {
  public:

@@ -75,6 +75,13 @@ void Progress::finish(const std::string& extra) {
   draw(true, extra);
 }
 
+void Progress::clear() {
+  if (!tty_ || !drawn_ || finished_ || quiet_) return;
+  std::fprintf(stderr, "\r\033[K");
+  std::fflush(stderr);
+  drawn_ = false;  // so the next update() draws at once
+}
+
 void Progress::draw(bool final_line, const std::string& extra) {
   std::string line = what_;
   double r = rate();

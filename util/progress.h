@@ -20,6 +20,9 @@ class Progress {
   void update(int64_t done, const std::string& extra = "");  // absolute count of units done
   void advance(int64_t n = 1, const std::string& extra = "") { update(done_ + n, extra); }
   void finish(const std::string& extra = "");  // final line with the total elapsed time
+  // Erases the line drawn in place (on a terminal), so that a log line can start at column 0;
+  // the next update() draws it again. Does nothing when nothing is drawn in place.
+  void clear();
 
   double elapsed_s() const;
   double rate() const;  // units per second so far
