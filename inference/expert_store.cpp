@@ -16,6 +16,7 @@
 #include "experiments/config_loader.h"
 #include "inference/load_model.h"
 #include "trainer/checkpoint_state.h"
+#include "util/crc32c.h"
 #include "util/progress.h"
 
 namespace fs = std::filesystem;
@@ -25,7 +26,8 @@ namespace mg {
 namespace {
 
 constexpr char kMagic[8] = {'M', 'G', 'E', 'X', 'P', 'E', 'R', 'T'};
-constexpr uint32_t kVersion = 1;
+// 1: no checksums (refused: export again). 2: each index entry carries its record's CRC32C.
+constexpr uint32_t kVersion = 2;
 
 // The first bytes of the file (padded to kExpertStoreAlign). Little-endian, as x86-64 writes it.
 struct RawHeader {
@@ -44,8 +46,10 @@ struct RawHeader {
 struct RawEntry {
   int32_t layer, expert;
   int64_t offset, bytes;
+  uint32_t crc32c;    // CRC32C of the record's `bytes` bytes
+  uint32_t reserved;  // 0
 };
-static_assert(sizeof(RawHeader) == 96 && sizeof(RawEntry) == 24);
+static_assert(sizeof(RawHeader) == 96 && sizeof(RawEntry) == 32);
 
 int64_t align_up(int64_t n) { return (n + kExpertStoreAlign - 1) / kExpertStoreAlign * kExpertStoreAlign; }
 int64_t align4(int64_t n) { return (n + 3) / 4 * 4; }
@@ -193,7 +197,7 @@ ExportReport export_expert_store(const std::string& checkpoint, const std::strin
   int64_t offset = align_up(h.provenance_offset + h.provenance_bytes);
   for (int layer : layers)
     for (int64_t e = 0; e < E; ++e) {
-      index.push_back({layer, static_cast<int32_t>(e), offset, rec_bytes});
+      index.push_back({layer, static_cast<int32_t>(e), offset, rec_bytes, 0, 0});
       offset += align_up(rec_bytes);
     }
   h.file_size = offset;
@@ -206,10 +210,9 @@ ExportReport export_expert_store(const std::string& checkpoint, const std::strin
     if (fd < 0) throw Error(fmt::format("cannot create {}: {}", temp, std::strerror(errno)));
     try {
       write_all(fd, &h, sizeof h, 0, temp);
-      write_all(fd, index.data(), static_cast<int64_t>(index.size() * sizeof(RawEntry)), h.index_offset, temp);
       write_all(fd, provenance.data(), h.provenance_bytes, h.provenance_offset, temp);
       std::vector<uint8_t> rec(static_cast<size_t>(align_up(rec_bytes)));  // zero padding stays zero
-      for (const RawEntry& en : index) {
+      for (RawEntry& en : index) {
         const std::string prefix = fmt::format("layers.{}.mixer.experts.{}.", en.layer, en.expert);
         int64_t at = 0;
         const char* names[3] = {"up", "down", "gate"};
@@ -238,10 +241,13 @@ ExportReport export_expert_store(const std::string& checkpoint, const std::strin
           at += matrix_record_bytes(payload, rows, cols);
           rep.params += rows * cols;
         }
+        en.crc32c = crc32c(rec.data(), static_cast<size_t>(rec_bytes));
         write_all(fd, rec.data(), align_up(rec_bytes), en.offset, temp);
         ++rep.experts;
         progress.advance(1);
       }
+      // The index last: it holds the records' checksums.
+      write_all(fd, index.data(), static_cast<int64_t>(index.size() * sizeof(RawEntry)), h.index_offset, temp);
     } catch (...) {
       ::close(fd);
       throw;
@@ -276,7 +282,11 @@ ExpertStore::ExpertStore(const std::string& path, bool direct_io) : path_(path),
     throw Error(fmt::format("[experts] {}: {}{}", path, why, hint));
   };
   if (std::memcmp(h.magic, kMagic, 8) != 0) fail("not a magellan expert store (bad magic)");
-  if (h.version != kVersion) fail(fmt::format("format version {} is not {} (this build's)", h.version, kVersion));
+  if (h.version < kVersion)
+    fail(fmt::format("format version {} is older than this build's {} (it has no record checksums, written by an "
+                     "older magellan)", h.version, kVersion));
+  if (h.version != kVersion)
+    fail(fmt::format("format version {} is not {} (this build's; written by a newer magellan?)", h.version, kVersion));
   if (h.payload != 1 && h.payload != 2) fail(fmt::format("unknown payload kind {}", h.payload));
   if (h.d_model <= 0 || h.expert_hidden <= 0 || h.n_experts <= 0 || (h.matrices_per_expert != 2 && h.matrices_per_expert != 3) ||
       h.alignment != kExpertStoreAlign || h.n_entries <= 0 || h.n_entries > (1 << 24))
@@ -298,9 +308,9 @@ ExpertStore::ExpertStore(const std::string& path, bool direct_io) : path_(path),
   ::close(hfd);
   for (const RawEntry& r : raw) {
     if (r.bytes != rec || r.offset % kExpertStoreAlign != 0 || r.offset < 0 || r.offset + align_up(r.bytes) > h.file_size ||
-        r.expert < 0 || r.expert >= E_ || r.layer < 0)
+        r.expert < 0 || r.expert >= E_ || r.layer < 0 || r.reserved != 0)
       throw Error(fmt::format("[experts] {}: corrupt index entry (layer {}, expert {}){}", path, r.layer, r.expert, hint));
-    entries_.push_back({r.layer, r.expert, r.offset, r.bytes});
+    entries_.push_back({r.layer, r.expert, r.offset, r.bytes, r.crc32c});
   }
   max_read_bytes_ = align_up(rec);
   for (size_t pos = 0; pos < prov.size();) {
@@ -396,22 +406,30 @@ int64_t ExpertStore::read_into(const ExpertStoreEntry& e, Expert& dst, void* chu
     // Buffered: the kernel copies straight from the page cache into the expert's arrays (one
     // copy instead of two); sequential preads over the contiguous record.
     int64_t at = e.offset;
+    uint32_t crc = 0;
     for (const Segment& s : segs) {
-      if (s.dst) pread_full(fd_, s.dst, s.bytes, at, e, path_);
+      uint8_t pad[4];  // the alignment padding inside the record (< 4 bytes) is checked too
+      MG_CHECK(s.dst || s.bytes <= 4, "[experts] internal: padding of {} bytes", s.bytes);
+      uint8_t* dst = s.dst ? s.dst : pad;
+      pread_full(fd_, dst, s.bytes, at, e, path_);
+      crc = crc32c(dst, static_cast<size_t>(s.bytes), crc);
       at += s.bytes;
     }
     MG_CHECK(at - e.offset == e.bytes, "[experts] {}: record of expert {} in layer {} does not match its matrices",
              path_, e.expert, e.layer);
+    if (crc != e.crc32c) throw_damaged(e, crc);
     return e.bytes;
   }
   // O_DIRECT (or f16, which widens): aligned chunks, each scattered into the expert's arrays.
   size_t seg = 0;
   int64_t seg_done = 0;  // bytes of segs[seg] already filled
+  uint32_t crc = 0;
   const int64_t total = align_up(e.bytes);  // whole aligned blocks (O_DIRECT)
   for (int64_t done = 0; done < total;) {
     const int64_t want = std::min(chunk_bytes, total - done);
     pread_full(fd_, chunk, want, e.offset + done, e, path_);
     const uint8_t* src = static_cast<const uint8_t*>(chunk);
+    crc = crc32c(src, static_cast<size_t>(std::min(want, std::max<int64_t>(e.bytes - done, 0))), crc);
     for (int64_t left = want; left > 0 && seg < segs.size();) {  // the padding after the record is dropped
       const Segment& s = segs[seg];
       const int64_t n = std::min(left, s.bytes - seg_done);
@@ -429,7 +447,28 @@ int64_t ExpertStore::read_into(const ExpertStoreEntry& e, Expert& dst, void* chu
   }
   MG_CHECK(seg == segs.size(), "[experts] {}: record of expert {} in layer {} is shorter than its matrices", path_,
            e.expert, e.layer);
+  if (crc != e.crc32c) throw_damaged(e, crc);
   return total;
+}
+
+void ExpertStore::verify(const ExpertStoreEntry& e, void* chunk, int64_t chunk_bytes) const {
+  MG_CHECK(chunk_bytes > 0 && chunk_bytes % kExpertStoreAlign == 0, "[experts] read chunk of {} bytes is not a "
+           "multiple of {}", chunk_bytes, kExpertStoreAlign);
+  uint32_t crc = 0;
+  for (int64_t done = 0; done < e.bytes;) {
+    const int64_t want = std::min(chunk_bytes, align_up(e.bytes) - done);  // whole blocks (O_DIRECT)
+    pread_full(fd_, chunk, want, e.offset + done, e, path_);
+    crc = crc32c(chunk, static_cast<size_t>(std::min(want, e.bytes - done)), crc);
+    done += want;
+  }
+  if (crc != e.crc32c) throw_damaged(e, crc);
+}
+
+void ExpertStore::throw_damaged(const ExpertStoreEntry& e, uint32_t got) const {
+  throw Error(fmt::format(
+      "[experts] {}: expert {} of layer {} is damaged (its record's CRC32C is {:08x}, the index says {:08x}): the "
+      "file is damaged; export it again with: magellan export-experts --checkpoint CKPT -o {}",
+      path_, e.expert, e.layer, got, e.crc32c, path_));
 }
 
 int64_t ExpertStore::decoded_bytes() const {

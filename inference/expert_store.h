@@ -8,7 +8,8 @@
 //                   F, n_experts E, matrices per expert (2 gelu | 3 swiglu), alignment, entry
 //                   count, index and provenance offsets, file size
 //   index           one entry per (MoE layer, expert): layer (model layer index), expert,
-//                   record offset, record bytes (unpadded), in layer-then-expert order
+//                   record offset, record bytes (unpadded), the record's CRC32C (version 2),
+//                   in layer-then-expert order
 //   provenance      text "key=value" lines: source checkpoint, its step and `created` stamp
 //   records         4096-aligned; each the expert's matrices in the order up, down, gate:
 //     nf4 payload   per matrix: packed (n+1)/2 B | absmax_codes n_blocks B | pad to 4 |
@@ -16,7 +17,8 @@
 //     f16 payload   per matrix: rows*cols IEEE half
 //                   matrix shapes: up [F,C], down [C,F], gate [F,C] (design.md §3)
 // The records are padded to the alignment, so a whole-record O_DIRECT read never passes the end
-// of the file.
+// of the file. Every read of a record checks its CRC32C (over the unpadded bytes) against the
+// index: a damaged record is an error naming the file, layer and expert, never used.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -36,6 +38,7 @@ constexpr int64_t kExpertStoreAlign = 4096;  // record offsets and sizes; O_DIRE
 struct ExpertStoreEntry {
   int32_t layer = 0, expert = 0;
   int64_t offset = 0, bytes = 0;  // bytes: unpadded record size
+  uint32_t crc32c = 0;             // of the record's `bytes` bytes (util/crc32c.h)
 };
 
 // Where a store's experts came from: checked against the checkpoint it is used with.
@@ -99,8 +102,13 @@ class ExpertStore {
   // sequential pass over the contiguous record. Buffered nf4: preads straight into the
   // expert's arrays. O_DIRECT (and f16): aligned preads of `chunk_bytes` (a multiple of
   // kExpertStoreAlign) into `chunk` (aligned to it), each scattered into the arrays, so the
-  // only buffer besides the expert is one chunk. Returns the bytes read from the file.
+  // only buffer besides the expert is one chunk. Returns the bytes read from the file. Checks
+  // the record's CRC32C on the way: a mismatch throws (naming the file, layer and expert) and
+  // leaves `dst` holding unusable bytes.
   int64_t read_into(const ExpertStoreEntry& e, Expert& dst, void* chunk, int64_t chunk_bytes) const;
+  // Reads record `e` through `chunk` (as read_into) and checks its CRC32C without decoding:
+  // throws as read_into does on a mismatch. For `magellan export-experts --verify`.
+  void verify(const ExpertStoreEntry& e, void* chunk, int64_t chunk_bytes) const;
   static constexpr int64_t kReadChunkBytes = int64_t{1} << 20;  // 1 MiB: full disk speed here
   // Memory the decoded expert takes (what a cache of decoded experts counts).
   int64_t decoded_bytes() const;
@@ -115,6 +123,7 @@ class ExpertStore {
   ExpertPayload payload_ = ExpertPayload::NF4;
   int64_t C_ = 0, F_ = 0, E_ = 0, max_read_bytes_ = 0;
   int n_matrices_ = 0;
+  [[noreturn]] void throw_damaged(const ExpertStoreEntry& e, uint32_t got) const;
   std::vector<ExpertStoreEntry> entries_;
   ExpertStoreSource source_;
 };

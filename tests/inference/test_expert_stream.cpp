@@ -349,6 +349,88 @@ TEST(ExpertStore, DamagedOrForeignStoresAreRefusedWithTheReason) {
   EXPECT_NE(small.find("top_k = 2 needs at least"), std::string::npos) << small;
 }
 
+// Flips one bit of the byte at `offset` of `path`.
+void flip_byte(const std::string& path, int64_t offset) {
+  std::fstream io(path, std::ios::in | std::ios::out | std::ios::binary);
+  io.seekg(offset);
+  char c = 0;
+  io.read(&c, 1);
+  io.seekp(offset);
+  c = static_cast<char>(c ^ 0x04);
+  io.write(&c, 1);
+  ASSERT_TRUE(io.good()) << path;
+}
+
+// One flipped byte inside an expert's record: every way of reading that expert (buffered or
+// O_DIRECT, nf4 or f16, any chunk size, the stream's cache, --verify's check) refuses it with
+// the file, layer and expert named; the other experts still load.
+TEST(ExpertStore, ADamagedRecordIsRefusedNamingTheExpert) {
+  TempDir dir("store_crc");
+  const ExperimentConfig cfg = tiny_config(ExpertMlp::Swiglu);
+  write_checkpoint(dir / "c.h5", cfg, /*nf4_experts=*/true);
+  for (ExpertPayload payload : {ExpertPayload::NF4, ExpertPayload::F16}) {
+    SCOPED_TRACE(expert_payload_name(payload));
+    const std::string store_path = dir / (std::string("d_") + expert_payload_name(payload) + ".experts");
+    export_expert_store(dir / "c.h5", store_path, payload, true);
+    const ExpertStoreEntry bad = ExpertStore(store_path, false).entry(3, 5);
+    flip_byte(store_path, bad.offset + bad.bytes / 2 + 1);  // inside the payload, not the padding
+
+    for (bool direct : {false, true}) {
+      SCOPED_TRACE(direct ? "O_DIRECT" : "buffered");
+      std::shared_ptr<ExpertStore> store;
+      try {
+        store = std::make_shared<ExpertStore>(store_path, direct);
+      } catch (const Error&) {
+        if (direct) continue;  // a file system without O_DIRECT (tmpfs)
+        throw;
+      }
+      std::shared_ptr<Expert> ex = store->new_expert(cfg.model.expert_mlp);
+      for (int64_t chunk : {kExpertStoreAlign, ExpertStore::kReadChunkBytes}) {
+        AlignedBuffer buf(chunk);
+        const std::string err = error_of([&] { store->read_into(store->entry(3, 5), *ex, buf.get(), chunk); });
+        EXPECT_NE(err.find(store_path + ": expert 5 of layer 3 is damaged"), std::string::npos) << err;
+        EXPECT_NE(err.find("magellan export-experts"), std::string::npos) << err;
+        const std::string verr = error_of([&] { store->verify(store->entry(3, 5), buf.get(), chunk); });
+        EXPECT_NE(verr.find("expert 5 of layer 3 is damaged"), std::string::npos) << verr;
+        for (const ExpertStoreEntry& en : store->entries()) {  // every other expert is intact
+          if (en.layer == 3 && en.expert == 5) continue;
+          EXPECT_NO_THROW(store->read_into(en, *ex, buf.get(), chunk)) << en.layer << " " << en.expert;
+          EXPECT_NO_THROW(store->verify(en, buf.get(), chunk)) << en.layer << " " << en.expert;
+        }
+      }
+      // Through the stream's cache: the damaged expert is an error (again on a retry), its
+      // neighbours load.
+      ExpertStreamOptions opts;
+      opts.cache_bytes = 4 * store->decoded_bytes();
+      ExpertStream stream(store, cfg.model, opts);
+      const int32_t damaged[] = {4, 5}, fine[] = {4, 6};
+      for (int attempt = 0; attempt < 2; ++attempt) {
+        const std::string err = error_of([&] { stream.acquire(3, damaged); });
+        EXPECT_NE(err.find("expert 5 of layer 3 is damaged"), std::string::npos) << err;
+      }
+      EXPECT_EQ(stream.acquire(3, fine).size(), 2u);
+      EXPECT_EQ(stream.acquire(1, damaged).size(), 2u);  // expert 5 of layer 1 is another record
+    }
+  }
+}
+
+// A store of format version 1 (no checksums) is refused with the way out.
+TEST(ExpertStore, AStoreWithoutChecksumsIsRefused) {
+  TempDir dir("store_v1");
+  const ExperimentConfig cfg = tiny_config();
+  write_checkpoint(dir / "c.h5", cfg, true);
+  export_expert_store(dir / "c.h5", dir / "c.experts", ExpertPayload::NF4, true);
+  {
+    std::fstream io(dir / "c.experts", std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(8);  // the version, after the magic
+    const uint32_t v1 = 1;
+    io.write(reinterpret_cast<const char*>(&v1), 4);
+  }
+  const std::string err = error_of([&] { ExpertStore s(dir / "c.experts", false); });
+  EXPECT_NE(err.find("format version 1 is older than this build's 2"), std::string::npos) << err;
+  EXPECT_NE(err.find("export it again with: magellan export-experts"), std::string::npos) << err;
+}
+
 TEST(ExpertStore, AFailedExportLeavesTheExistingStoreIntact) {
   TempDir dir("store_atomic");
   const ExperimentConfig cfg = tiny_config();
