@@ -16,6 +16,7 @@
 #include "data/tokenizer.h"
 #include "inference/generate.h"
 #include "inference/load_model.h"
+#include "util/regular_file.h"
 
 namespace po = boost::program_options;
 
@@ -94,6 +95,7 @@ int cmd_generate(const Args& args) {
                                               adapter.empty() ? std::nullopt : std::optional<std::string>(adapter),
                                               stream_request(vm, stream));
   if (!prompt_file.empty()) {
+    require_regular_file(prompt_file, "[generate] -f");
     std::ifstream in(prompt_file);
     MG_CHECK(in, "[generate] cannot read prompt file {}", prompt_file);
     std::stringstream ss;

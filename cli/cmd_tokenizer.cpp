@@ -16,6 +16,7 @@
 #include "data/token_cache.h"
 #include "data/tokenizer.h"
 #include "util/progress.h"
+#include "util/regular_file.h"
 
 namespace po = boost::program_options;
 
@@ -130,6 +131,7 @@ int cmd_tokenizer(const Args& args) {
   std::vector<std::string> texts;
   int64_t bytes = 0;
   for (const auto& p : expand_input_paths({positional.begin() + 1, positional.end()})) {
+    require_regular_file(p.string(), "[tokenizer]");
     std::ifstream in(p, std::ios::binary);
     MG_CHECK(in, "[tokenizer] cannot read {}", p.string());
     std::stringstream ss;

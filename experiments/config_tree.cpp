@@ -10,6 +10,7 @@
 
 #include "autograd/error.h"
 #include "experiments/config_loader.h"
+#include "util/regular_file.h"
 
 namespace mg::config_detail {
 
@@ -182,6 +183,7 @@ Entry load_file_tree(const std::string& path, std::vector<std::string>& chain,
                      std::vector<std::string>& files_read) {
   fs::path abs = fs::absolute(fs::path(path)).lexically_normal();
   std::string source = display_path(abs);
+  require_regular_file(path, "[config]");  // a FIFO would block the open below forever
   std::ifstream in(abs, std::ios::binary);
   MG_CHECK(in.good() && fs::is_regular_file(abs),
            "[config] cannot read config file '{}' (looked for {}); check the path", path,
