@@ -549,12 +549,12 @@ SweepReport run_sweep(const SweepSpec& spec, const SweepOptions& opts) {
   for (const auto& r : results) rep.n_failed += r.status == "failed";
   rep.results = std::move(results);
   const std::string csv = spec.sweep_dir + "/summary.csv";
-  {
-    std::ofstream out(csv + ".tmp");
+  atomic_write(csv, [&](const std::string& tmp) {  // temp, fsync, rename: the old table or the whole new one
+    std::ofstream out(tmp);
     out << format_sweep_csv(spec, rep);
-    MG_CHECK(out.good(), "[sweep] cannot write {}; check the disk and permissions", csv);
-  }
-  fs::rename(csv + ".tmp", csv);
+    out.close();
+    MG_CHECK(out.good(), "[sweep] cannot write {}; check the disk and permissions", tmp);
+  });
   return rep;
 }
 
