@@ -149,6 +149,7 @@ Entry tree_from_document(const YAML::Node& doc, const std::string& source,
       MG_CHECK(std::find(chain.begin(), chain.end(), p.string()) == chain.end(),
                "[config] {}: extends cycle: {}; a file cannot extend itself, directly or not",
                where(name), chain_text(chain, p.string()));
+      require_regular_file(p.string(), fmt::format("[config] {}: extends:", where(name)));
       MG_CHECK(fs::is_regular_file(p),
                "[config] {}: extends '{}': no such file (looked for {}); paths in extends are "
                "relative to the file that names them",

@@ -33,6 +33,7 @@ TEST(SpecialInputs, SpecialFilesAsInputsAreRefused) {
   ASSERT_EQ(::mkfifo((dir.path / "fifo.yaml").c_str(), 0600), 0);
   ASSERT_EQ(::mkfifo((dir.path / "fifo.json").c_str(), 0600), 0);
   ASSERT_EQ(::mkfifo((dir.path / "fifo.h5").c_str(), 0600), 0);
+  std::ofstream(dir.path / "extends.yaml") << "extends: fifo.yaml\nexperiment: x\n";
   const std::string byte_yaml = mg::test_paths::repo_path("experiments/shakespeare_byte.yaml");
   fs::copy(mg::test_paths::repo_path("tests/fixtures/hf_mamba_tiny"), dir.path / "hf");
   fs::remove(dir.path / "hf/config.json");
@@ -42,6 +43,7 @@ TEST(SpecialInputs, SpecialFilesAsInputsAreRefused) {
   ASSERT_EQ(::mkfifo((dir.path / "hf2/model.safetensors").c_str(), 0600), 0);
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"train fifo.yaml", "fifo.yaml is not a regular file (a FIFO)"},
+      {"train extends.yaml", "fifo.yaml is not a regular file (a FIFO)"},  // extends: fifo.yaml
       {"train " + byte_yaml + " data.path=fifo", "fifo is not a regular file (a FIFO)"},
       {"train " + byte_yaml + " data.source=jsonl data.path=fifo", "fifo is not a regular file (a FIFO)"},
       {"generate --checkpoint fifo --prompt-ids 1", "fifo is not a regular file (a FIFO)"},
