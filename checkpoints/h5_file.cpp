@@ -8,6 +8,7 @@
 
 #include "autograd/error.h"
 #include "checkpoints/h5_detail.h"
+#include "util/regular_file.h"
 
 namespace mg {
 
@@ -80,7 +81,8 @@ H5File H5File::open_rw(const std::string& path) { return open_existing(path, tru
 H5File H5File::open_existing(const std::string& path, bool writable) {
   h5::quiet();
   std::error_code ec;
-  MG_CHECK(fs::is_regular_file(path, ec), "[h5] {}: no such file; check the path", path);
+  MG_CHECK(fs::exists(path, ec), "[h5] {}: no such file; check the path", path);
+  require_regular_file(path, "[h5]");  // a FIFO would block HDF5's open forever
   if (H5Fis_hdf5(path.c_str()) <= 0) {
     h5::error_detail();  // clear the stack
     throw Error(fmt::format("[h5] {}: not an HDF5 file ({} bytes: empty, cut short, or another "

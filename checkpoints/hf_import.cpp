@@ -11,6 +11,7 @@
 
 #include "autograd/error.h"
 #include "checkpoints/safetensors.h"
+#include "util/regular_file.h"
 
 namespace mg {
 
@@ -20,6 +21,7 @@ using nlohmann::json;
 namespace {
 
 json read_json(const std::string& path) {
+  require_regular_file(path, "[import-hf]");
   std::ifstream in(path);
   MG_CHECK(in, "[import-hf] cannot open {}", path);
   try {

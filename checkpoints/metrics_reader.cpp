@@ -8,6 +8,7 @@
 
 #include "autograd/error.h"
 #include "checkpoints/h5_detail.h"
+#include "util/regular_file.h"
 
 namespace mg {
 
@@ -96,6 +97,7 @@ MetricsReader::MetricsReader(const std::string& path) : impl_(std::make_unique<I
   Id fapl = h5::file_access(/*swmr=*/false);
   // SWMR read works on files a writer has open, or left marked open by a crash; files in the
   // older format refuse it and are opened plainly.
+  require_regular_file(path, "[metrics]");
   impl_->file = Id(H5Fopen(path.c_str(), H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, fapl.get()), H5Fclose);
   impl_->swmr = impl_->file.valid();
   if (!impl_->swmr) {

@@ -15,6 +15,7 @@
 
 #include "autograd/error.h"
 #include "autograd/half.h"
+#include "util/regular_file.h"
 
 namespace mg {
 
@@ -91,6 +92,7 @@ int64_t SafetensorsEntry::numel() const {
 }
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
+  require_regular_file(path, "[safetensors]");
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(path, fmt::format("cannot open: {}", std::strerror(errno)));
   SafetensorsFile file(path, fd);  // closes fd on any error below

@@ -1,6 +1,9 @@
 // magellan generate: text (or token ids) from a checkpoint, with llama.cpp / HF generate()
 // sampling flags; streams tokens as they come and reports tokens/s.
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -13,10 +16,49 @@
 #include "data/tokenizer.h"
 #include "inference/generate.h"
 #include "inference/load_model.h"
+#include "util/regular_file.h"
 
 namespace po = boost::program_options;
 
 namespace mg::cli {
+
+namespace {
+
+constexpr int64_t kMaxNewTokens = 10'000'000;
+
+// The sampling flags, each in its range (Boost reads "nan", "-nan" and "inf" as doubles, and
+// NaN compares false with everything, so each test is written to fail on it).
+void check_generate_flags(int64_t n, const SamplingOptions& s) {
+  MG_CHECK(n >= 0 && n <= kMaxNewTokens, "[generate] -n {}: must be in [0, {}] (tokens to generate)", n, kMaxNewTokens);
+  MG_CHECK(std::isfinite(s.temperature) && s.temperature >= 0,
+           "[generate] --temp {}: must be a finite number >= 0 (0 = greedy)", s.temperature);
+  MG_CHECK(s.top_p > 0 && s.top_p <= 1, "[generate] --top-p {}: must be in (0, 1] (1 = off)", s.top_p);
+  MG_CHECK(s.top_k >= 0, "[generate] --top-k {}: must be >= 0 (0 = all tokens)", s.top_k);
+  MG_CHECK(std::isfinite(s.repeat_penalty) && s.repeat_penalty > 0,
+           "[generate] --repeat-penalty {}: must be a finite number > 0 (1 = off)", s.repeat_penalty);
+  MG_CHECK(s.repeat_last_n >= 0, "[generate] --repeat-last-n {}: must be >= 0", s.repeat_last_n);
+}
+
+// "1 2 3" -> ids; every whitespace-separated word must be a whole decimal integer in [0, V).
+std::vector<int32_t> parse_prompt_ids(const std::string& text, int64_t V) {
+  std::vector<int32_t> ids;
+  std::istringstream in(text);
+  for (std::string word; in >> word;) {
+    errno = 0;
+    char* end = nullptr;
+    const long long v = std::strtoll(word.c_str(), &end, 10);
+    MG_CHECK(end != word.c_str() && *end == '\0' && errno == 0,
+             "[generate] --prompt-ids: '{}' (word {}) is not a token id (a whole number)", word.substr(0, 40),
+             ids.size() + 1);
+    MG_CHECK(v >= 0 && v < V, "[generate] --prompt-ids: id {} (word {}) is outside the vocabulary [0, {})", v,
+             ids.size() + 1, V);
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  MG_CHECK(!ids.empty(), "[generate] --prompt-ids has no ids; give space-separated token ids");
+  return ids;
+}
+
+}  // namespace
 
 int cmd_generate(const Args& args) {
   po::options_description desc(
@@ -47,12 +89,13 @@ int cmd_generate(const Args& args) {
     return 0;
   }
   MG_CHECK(run.empty() != ckpt.empty(), "[generate] give exactly one of --run RUN_DIR or --checkpoint FILE");
-  MG_CHECK(n >= 0, "[generate] -n must be >= 0");
+  check_generate_flags(n, s);
   set_num_threads(threads);
   LoadedModel lm = load_model_from_checkpoint(run.empty() ? ckpt : run,
                                               adapter.empty() ? std::nullopt : std::optional<std::string>(adapter),
                                               stream_request(vm, stream));
   if (!prompt_file.empty()) {
+    require_regular_file(prompt_file, "[generate] -f");
     std::ifstream in(prompt_file);
     MG_CHECK(in, "[generate] cannot read prompt file {}", prompt_file);
     std::stringstream ss;
@@ -66,13 +109,8 @@ int cmd_generate(const Args& args) {
   std::unique_ptr<Tokenizer> tok;
   if (as_text && !synthetic) tok = load_tokenizer(lm.config.data.tokenizer);
   std::vector<int32_t> ids;
-  if (!prompt_ids.empty()) {
-    std::istringstream in(prompt_ids);
-    for (int64_t v; in >> v;) {
-      MG_CHECK(v >= 0 && v < lm.config.model.vocab_size, "[generate] prompt id {} outside [0, {})", v,
-               lm.config.model.vocab_size);
-      ids.push_back(static_cast<int32_t>(v));
-    }
+  if (!as_text) {
+    ids = parse_prompt_ids(prompt_ids, lm.config.model.vocab_size);
   } else {
     MG_CHECK(!synthetic, "[generate] this model was trained on a synthetic task (no tokenizer): use --prompt-ids");
     MG_CHECK(!prompt.empty(), "[generate] no prompt: give -p TEXT, -f FILE or --prompt-ids");

@@ -3,6 +3,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -10,12 +11,14 @@
 #include <boost/program_options.hpp>
 
 #include "autograd/error.h"
+#include "checkpoints/atomic_save.h"
 #include "cli/commands.h"
 #include "data/bpe_tokenizer.h"
 #include "data/bpe_trainer.h"
 #include "data/token_cache.h"
 #include "data/tokenizer.h"
 #include "util/progress.h"
+#include "util/regular_file.h"
 
 namespace po = boost::program_options;
 
@@ -127,9 +130,12 @@ int cmd_tokenizer(const Args& args) {
            positional[0]);
   MG_CHECK(positional.size() > 1, "[tokenizer] train: give corpus files or directories");
   MG_CHECK(!out.empty(), "[tokenizer] train: give -o tokenizer.json");
+  const std::vector<std::filesystem::path> inputs = expand_input_paths({positional.begin() + 1, positional.end()});
+  check_output_path(out, std::vector<std::string>(inputs.begin(), inputs.end()), "tokenizer train");
   std::vector<std::string> texts;
   int64_t bytes = 0;
-  for (const auto& p : expand_input_paths({positional.begin() + 1, positional.end()})) {
+  for (const auto& p : inputs) {
+    require_regular_file(p.string(), "[tokenizer]");
     std::ifstream in(p, std::ios::binary);
     MG_CHECK(in, "[tokenizer] cannot read {}", p.string());
     std::stringstream ss;
@@ -143,7 +149,8 @@ int cmd_tokenizer(const Args& args) {
   opt.vocab_size = vocab;
   opt.specials = specials;
   auto tok = train_bpe(views, opt, &stats);
-  tok->save_hf_json(out);
+  // A temp file renamed over -o: a full disk or a kill leaves the old tokenizer.json whole.
+  atomic_write(out, [&](const std::string& tmp) { tok->save_hf_json(tmp); });
   std::printf("trained %d tokens (%zu merges) on %zu file(s), %.2f MB in %.2f s -> %s\n", tok->vocab_size(),
               stats.merge_counts.size(), texts.size(), bytes / 1e6, stats.seconds, out.c_str());
   return 0;

@@ -7,6 +7,7 @@
 
 #include "autograd/error.h"
 #include "data/bpe_tokenizer.h"
+#include "util/regular_file.h"
 
 namespace mg {
 namespace {
@@ -14,6 +15,7 @@ namespace {
 using nlohmann::json;
 
 std::string read_text_file(const std::string& path, const std::string& what) {
+  require_regular_file(path, "[load_tokenizer]");
   std::ifstream in(path, std::ios::binary);
   MG_CHECK(in.good(), "[load_tokenizer] cannot open {} ({}); check the path", path, what);
   std::ostringstream buffer;

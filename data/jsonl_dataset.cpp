@@ -12,6 +12,7 @@
 #include "data/token_cache.h"
 #include "data/tokenizer.h"
 #include "util/progress.h"
+#include "util/regular_file.h"
 
 namespace mg {
 
@@ -76,6 +77,7 @@ void JsonlDataset::load(const std::vector<std::string>& paths, const Tokenizer& 
   Progress progress("tokenize jsonl", total_bytes, "B", quiet, 10.0);
   int64_t bytes_done = 0;
   for (const auto& file : files) {
+    require_regular_file(file.string(), "[data.path]");
     std::ifstream in(file, std::ios::binary);
     MG_CHECK(in.good(), "[jsonl] cannot read {}; check its permissions", file.string());
     std::string line;

@@ -20,6 +20,7 @@
 #include "autograd/error.h"
 #include "data/tokenizer.h"
 #include "util/progress.h"
+#include "util/regular_file.h"
 
 namespace mg {
 
@@ -204,7 +205,7 @@ std::vector<fs::path> expand_input_paths(const std::vector<std::string>& paths,
         out.push_back(fs::weakly_canonical(it->path()));
       }
     } else {
-      MG_CHECK(fs::is_regular_file(st), "[data.path] '{}' is neither a file nor a directory", p);
+      require_regular_file(p, "[data.path]");
       out.push_back(fs::weakly_canonical(p));
     }
   }
@@ -275,6 +276,7 @@ TokenCache TokenCache::open_or_build(const std::vector<std::string>& paths, cons
     int64_t bytes_read = 0;
     std::string text(std::max<size_t>(piece, 1), '\0');
     for (const auto& p : cache.inputs_) {
+      require_regular_file(p.string(), "[data.path]");
       std::ifstream in(p, std::ios::binary);
       MG_CHECK(in.good(), "[token cache] cannot read {}; check its permissions", p.string());
       std::string pending;  // read, not yet cut into a piece
@@ -337,6 +339,10 @@ TokenCache TokenCache::open_or_build(const std::vector<std::string>& paths, cons
 
 bool TokenCache::map_and_validate(const fs::path& file, uint64_t key, std::string& why) {
   unmap();
+  if (const std::string kind = file_kind(file.string()); kind != "a regular file") {  // a FIFO would block open
+    why = kind + ", not a regular file";
+    return false;
+  }
   int fd = ::open(file.c_str(), O_RDONLY);
   if (fd < 0) {
     why = fmt::format("cannot open: {}", std::strerror(errno));

@@ -10,6 +10,7 @@
 
 #include "autograd/error.h"
 #include "experiments/config_loader.h"
+#include "util/regular_file.h"
 
 namespace mg::config_detail {
 
@@ -148,6 +149,7 @@ Entry tree_from_document(const YAML::Node& doc, const std::string& source,
       MG_CHECK(std::find(chain.begin(), chain.end(), p.string()) == chain.end(),
                "[config] {}: extends cycle: {}; a file cannot extend itself, directly or not",
                where(name), chain_text(chain, p.string()));
+      require_regular_file(p.string(), fmt::format("[config] {}: extends:", where(name)));
       MG_CHECK(fs::is_regular_file(p),
                "[config] {}: extends '{}': no such file (looked for {}); paths in extends are "
                "relative to the file that names them",
@@ -182,6 +184,7 @@ Entry load_file_tree(const std::string& path, std::vector<std::string>& chain,
                      std::vector<std::string>& files_read) {
   fs::path abs = fs::absolute(fs::path(path)).lexically_normal();
   std::string source = display_path(abs);
+  require_regular_file(path, "[config]");  // a FIFO would block the open below forever
   std::ifstream in(abs, std::ios::binary);
   MG_CHECK(in.good() && fs::is_regular_file(abs),
            "[config] cannot read config file '{}' (looked for {}); check the path", path,

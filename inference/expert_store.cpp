@@ -18,6 +18,7 @@
 #include "trainer/checkpoint_state.h"
 #include "util/crc32c.h"
 #include "util/progress.h"
+#include "util/regular_file.h"
 
 namespace fs = std::filesystem;
 
@@ -264,6 +265,7 @@ ExportReport export_expert_store(const std::string& checkpoint, const std::strin
 ExpertStore::ExpertStore(const std::string& path, bool direct_io) : path_(path), direct_(direct_io) {
   const std::string hint = "; export it again with: magellan export-experts --checkpoint CKPT -o " + path;
   // Header, index and provenance through an ordinary descriptor (no alignment rules).
+  require_regular_file(path, "[experts]");
   const int hfd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (hfd < 0) throw Error(fmt::format("[experts] cannot open expert store {}: {}", path, std::strerror(errno)));
   struct stat st {};

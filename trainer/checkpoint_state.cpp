@@ -5,6 +5,7 @@
 #include <ctime>
 
 #include "autograd/error.h"
+#include "util/regular_file.h"
 
 namespace mg {
 
@@ -18,6 +19,7 @@ std::string now_iso8601() {
 }  // namespace
 
 std::string file_fnv1a64(const std::string& path) {
+  require_regular_file(path, "[checkpoint]");
   std::FILE* f = std::fopen(path.c_str(), "rb");
   MG_CHECK(f, "[checkpoint] cannot read {} to hash it", path);
   uint64_t h = 0xcbf29ce484222325ull;

@@ -30,6 +30,7 @@
 #include "checkpoints/atomic_save.h"
 #include "experiments/config_loader.h"
 #include "util/progress.h"
+#include "util/regular_file.h"
 
 namespace fs = std::filesystem;
 
@@ -93,6 +94,7 @@ std::string grid_label(const SweepTrial& t) {
 }
 
 std::string last_log_line(const std::string& path) {
+  if (file_kind(path) != "a regular file") return "";  // missing, or a FIFO that would block
   std::ifstream in(path);
   std::string line, last;
   while (std::getline(in, line)) {
@@ -166,6 +168,7 @@ pid_t launch(const std::vector<std::string>& argv, const std::string& log_path) 
 // (the sweep file changed): skipping or resuming it would put a stale row in the table.
 void check_same_config(const SweepTrial& t, const ExperimentConfig& want) {
   const std::string path = t.run_dir + "/config.yaml";
+  require_regular_file(path, "[sweep]");
   std::ifstream in(path);
   std::stringstream text;
   text << in.rdbuf();
@@ -239,6 +242,7 @@ double objective_value(SweepObjective o, const TrialResult& r) {
 SweepSpec load_sweep(const std::string& path) {
   SweepSpec spec;
   spec.source = path;
+  require_regular_file(path, "[sweep]");
   MG_CHECK(fs::is_regular_file(path), "[sweep] cannot read sweep file '{}'; check the path", path);
   YAML::Node doc;
   try {
@@ -373,6 +377,7 @@ void read_trial_summary(TrialResult& r) {
   r.final_step = r.total_steps = 0;
   r.best_eval_step = -1;
   if (!fs::exists(path)) return;
+  require_regular_file(path, "[sweep]");
   try {
     const YAML::Node s = YAML::LoadFile(path);
     r.status = s["status"].as<std::string>();
@@ -544,12 +549,12 @@ SweepReport run_sweep(const SweepSpec& spec, const SweepOptions& opts) {
   for (const auto& r : results) rep.n_failed += r.status == "failed";
   rep.results = std::move(results);
   const std::string csv = spec.sweep_dir + "/summary.csv";
-  {
-    std::ofstream out(csv + ".tmp");
+  atomic_write(csv, [&](const std::string& tmp) {  // temp, fsync, rename: the old table or the whole new one
+    std::ofstream out(tmp);
     out << format_sweep_csv(spec, rep);
-    MG_CHECK(out.good(), "[sweep] cannot write {}; check the disk and permissions", csv);
-  }
-  fs::rename(csv + ".tmp", csv);
+    out.close();
+    MG_CHECK(out.good(), "[sweep] cannot write {}; check the disk and permissions", tmp);
+  });
   return rep;
 }
 

@@ -147,21 +147,29 @@ struct Trainer::Impl {
 // runs/<x>/summary.yaml: the outcome of the latest invocation, read by `magellan sweep`.
 void Trainer::Impl::write_summary(const TrainSummary& s) const {
   auto num = [](double v) { return std::isfinite(v) ? fmt::format("{:.9g}", v) : std::string(".nan"); };
-  std::ofstream out(run_dir + "/summary.yaml.tmp");
-  out << "status: " << s.status << "\n"
-      << "final_step: " << s.final_step << "\n"
-      << "total_steps: " << cfg.training.steps << "\n"
-      << "final_train_loss: " << num(s.final_train_loss) << "\n"
-      << "best_eval_loss: " << num(s.best_eval_loss) << "\n"
-      << "best_eval_step: " << s.best_eval_step << "\n"
-      << "final_eval_loss: " << num(s.final_eval_loss) << "\n"
-      << "final_eval_accuracy: " << num(s.final_eval_accuracy >= 0 ? s.final_eval_accuracy : NAN) << "\n"
-      << "tokens_per_s: " << num(s.tokens_per_s) << "\n"
-      << "wall_s: " << num(s.wall_s) << "\n"
-      << "skipped_steps: " << s.skipped_steps << "\n"
-      << "last_checkpoint: \"" << s.last_checkpoint << "\"\n";
-  out.close();
-  fs::rename(run_dir + "/summary.yaml.tmp", run_dir + "/summary.yaml");
+  // Temp, fsync, rename: a full disk leaves the previous summary whole (a warning, not a failed
+  // run: the checkpoints are written).
+  try {
+    atomic_write(run_dir + "/summary.yaml", [&](const std::string& tmp) {
+      std::ofstream out(tmp);
+      out << "status: " << s.status << "\n"
+          << "final_step: " << s.final_step << "\n"
+          << "total_steps: " << cfg.training.steps << "\n"
+          << "final_train_loss: " << num(s.final_train_loss) << "\n"
+          << "best_eval_loss: " << num(s.best_eval_loss) << "\n"
+          << "best_eval_step: " << s.best_eval_step << "\n"
+          << "final_eval_loss: " << num(s.final_eval_loss) << "\n"
+          << "final_eval_accuracy: " << num(s.final_eval_accuracy >= 0 ? s.final_eval_accuracy : NAN) << "\n"
+          << "tokens_per_s: " << num(s.tokens_per_s) << "\n"
+          << "wall_s: " << num(s.wall_s) << "\n"
+          << "skipped_steps: " << s.skipped_steps << "\n"
+          << "last_checkpoint: \"" << s.last_checkpoint << "\"\n";
+      out.close();
+      MG_CHECK(out.good(), "[train] cannot write {} (disk full?)", tmp);
+    });
+  } catch (const Error& e) {
+    log->warn("{}", e.what());
+  }
 }
 
 Trainer::Trainer(ExperimentConfig cfg, std::string resolved_yaml, TrainOptions opts)
@@ -196,7 +204,12 @@ void Trainer::Impl::setup_logging() {
 void Trainer::Impl::open_run_dir() {
   fs::create_directories(ckpt_dir);
   {  // The resolved config and the overrides, as this invocation saw them.
-    std::ofstream(run_dir + "/config.yaml") << yaml;
+    atomic_write(run_dir + "/config.yaml", [&](const std::string& tmp) {  // a resume replaces it
+      std::ofstream out(tmp);
+      out << yaml;
+      out.close();
+      MG_CHECK(out.good(), "[train] cannot write {} (disk full?)", tmp);
+    });
     std::ofstream ov(run_dir + "/overrides.txt", opts.resume ? std::ios::app : std::ios::trunc);
     if (opts.resume) ov << "# --resume\n";
     for (const std::string& o : opts.overrides) ov << o << "\n";
