@@ -39,24 +39,6 @@ void check_generate_flags(int64_t n, const SamplingOptions& s) {
   MG_CHECK(s.repeat_last_n >= 0, "[generate] --repeat-last-n {}: must be >= 0", s.repeat_last_n);
 }
 
-// "1 2 3" -> ids; every whitespace-separated word must be a whole decimal integer in [0, V).
-std::vector<int32_t> parse_prompt_ids(const std::string& text, int64_t V) {
-  std::vector<int32_t> ids;
-  std::istringstream in(text);
-  for (std::string word; in >> word;) {
-    errno = 0;
-    char* end = nullptr;
-    const long long v = std::strtoll(word.c_str(), &end, 10);
-    MG_CHECK(end != word.c_str() && *end == '\0' && errno == 0,
-             "[generate] --prompt-ids: '{}' (word {}) is not a token id (a whole number)", word.substr(0, 40),
-             ids.size() + 1);
-    MG_CHECK(v >= 0 && v < V, "[generate] --prompt-ids: id {} (word {}) is outside the vocabulary [0, {})", v,
-             ids.size() + 1, V);
-    ids.push_back(static_cast<int32_t>(v));
-  }
-  MG_CHECK(!ids.empty(), "[generate] --prompt-ids has no ids; give space-separated token ids");
-  return ids;
-}
 
 }  // namespace
 
@@ -110,7 +92,8 @@ int cmd_generate(const Args& args) {
   if (as_text && !synthetic) tok = load_tokenizer(lm.config.data.tokenizer);
   std::vector<int32_t> ids;
   if (!as_text) {
-    ids = parse_prompt_ids(prompt_ids, lm.config.model.vocab_size);
+    ids = parse_token_ids(prompt_ids, lm.config.model.vocab_size, "generate --prompt-ids");
+    MG_CHECK(!ids.empty(), "[generate] --prompt-ids has no ids; give space-separated token ids");
   } else {
     MG_CHECK(!synthetic, "[generate] this model was trained on a synthetic task (no tokenizer): use --prompt-ids");
     MG_CHECK(!prompt.empty(), "[generate] no prompt: give -p TEXT, -f FILE or --prompt-ids");

@@ -47,22 +47,6 @@ std::string escaped(const std::string& piece) {
   return out;
 }
 
-// "15496 995\n" -> ids; every whitespace-separated word must be a whole integer in [0, V).
-std::vector<int32_t> parse_ids(const std::string& text, int32_t V) {
-  std::vector<int32_t> ids;
-  std::istringstream in(text);
-  for (std::string word; in >> word;) {
-    errno = 0;
-    char* end = nullptr;
-    const long long v = std::strtoll(word.c_str(), &end, 10);
-    MG_CHECK(*end == '\0' && errno == 0, "[tokenizer] decode: '{}' (word {}) is not a token id", word.substr(0, 40),
-             ids.size() + 1);
-    MG_CHECK(v >= 0 && v < V, "[tokenizer] decode: id {} (word {}) is outside the vocabulary [0, {})", v,
-             ids.size() + 1, V);
-    ids.push_back(static_cast<int32_t>(v));
-  }
-  return ids;
-}
 
 // magellan tokenizer encode|decode --tokenizer SPEC [TEXT | IDS]
 int encode_or_decode(const std::string& action, const Args& args) {
@@ -87,7 +71,7 @@ int encode_or_decode(const std::string& action, const Args& args) {
   for (size_t i = 0; i < positional.size(); ++i) input += (i ? " " : "") + positional[i];
   if (positional.empty()) input = read_stdin(encode ? "encode: the text" : "decode: the ids");
   if (!encode) {
-    const std::string text = tok->decode(parse_ids(input, tok->vocab_size()));
+    const std::string text = tok->decode(parse_token_ids(input, tok->vocab_size(), "tokenizer decode"));
     std::fwrite(text.data(), 1, text.size(), stdout);
     return 0;
   }

@@ -2,6 +2,7 @@
 // One function per subcommand (cli/cmd_*.cpp). Each parses its own flags with
 // Boost.Program_options, returns the exit code, and throws mg::Error for the one clear line
 // main() prints.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,10 @@ boost::program_options::variables_map parse_args(const Args& args,
 // files that do not exist are skipped), or `out` exists and is not a regular file (a device
 // such as /dev/null, a FIFO, a directory). Throws mg::Error naming `where` and both paths.
 void check_output_path(const std::string& out, const std::vector<std::string>& inputs, const char* where);
+// "15496 995" -> ids: every whitespace-separated word must be a whole decimal integer in
+// [0, V); otherwise mg::Error "[where] 'x' (word 2) is not a token id" / "id 300 (word 1) is
+// outside the vocabulary [0, 257)". An empty text gives no ids (callers decide if that is ok).
+std::vector<int32_t> parse_token_ids(const std::string& text, int64_t V, const std::string& where);
 std::string quote_arg(const std::string& s);  // shell-quoted when needed, for printed commands
 // The program name as invoked (argv[0]), for the commands printed after a run.
 const std::string& program_name();

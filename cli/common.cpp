@@ -2,7 +2,10 @@
 
 #include "cli/commands.h"
 
+#include <cerrno>
+#include <cstdlib>
 #include <filesystem>
+#include <sstream>
 
 #include "autograd/error.h"
 
@@ -51,6 +54,21 @@ void check_output_path(const std::string& out, const std::vector<std::string>& i
              "[{}] the output {} is the input {} (the same file): writing it would destroy the input; give "
              "another output path", where, out, in);
   }
+}
+
+std::vector<int32_t> parse_token_ids(const std::string& text, int64_t V, const std::string& where) {
+  std::vector<int32_t> ids;
+  std::istringstream in(text);
+  for (std::string word; in >> word;) {
+    errno = 0;
+    char* end = nullptr;
+    const long long v = std::strtoll(word.c_str(), &end, 10);
+    MG_CHECK(end != word.c_str() && *end == '\0' && errno == 0, "[{}] '{}' (word {}) is not a token id (a whole number)",
+             where, word.substr(0, 40), ids.size() + 1);
+    MG_CHECK(v >= 0 && v < V, "[{}] id {} (word {}) is outside the vocabulary [0, {})", where, v, ids.size() + 1, V);
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  return ids;
 }
 
 std::string quote_arg(const std::string& s) {

@@ -9,6 +9,10 @@
 #include <sstream>
 #include <string>
 
+#include <gtest/gtest.h>
+
+#include "tests/test_paths.h"
+
 namespace mg::test {
 
 inline const std::string kMagellan = MAGELLAN_BINARY_DIR "/magellan";
@@ -42,5 +46,24 @@ struct ShellTempDir {
     std::filesystem::remove_all(path, ec);
   }
 };
+
+// A file's bytes (to check that an input was left byte-identical).
+inline std::string bytes_of(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// dir/init.h5: a float32 one-layer byte Mamba (vocabulary 257), written by running the h5py
+// block of docs/checkpoint-format.md as documented (/usr/bin/python3 has h5py and numpy).
+// Call with ASSERT_NO_FATAL_FAILURE.
+inline void write_documented_checkpoint(const std::filesystem::path& dir) {
+  std::string recipe = mg::test_paths::read_repo_file("docs/checkpoint-format.md");
+  const size_t open = recipe.find("```python\n", recipe.find("A complete example"));
+  ASSERT_NE(open, std::string::npos) << "docs/checkpoint-format.md lost its h5py example";
+  recipe = recipe.substr(open + 10);
+  std::ofstream(dir / "make.py") << recipe.substr(0, recipe.find("\n```") + 1);
+  const ShellResult r = sh(dir, "/usr/bin/python3 make.py");
+  ASSERT_EQ(r.rc, 0) << r.show();
+}
 
 }  // namespace mg::test

@@ -25,18 +25,9 @@ mg::test::ShellResult magellan(const fs::path& dir, const std::string& args) {
   return sh(dir, "timeout 20 " + kMagellan + " " + args);
 }
 
-// A float32 Mamba checkpoint (vocabulary 257) written by the documented h5py recipe.
-void make_checkpoint(const fs::path& dir) {
-  std::string recipe = mg::test_paths::read_repo_file("docs/checkpoint-format.md");
-  recipe = recipe.substr(recipe.find("```python\n", recipe.find("A complete example")) + 10);
-  std::ofstream(dir / "make.py") << recipe.substr(0, recipe.find("\n```") + 1);
-  auto r = sh(dir, "/usr/bin/python3 make.py");
-  ASSERT_EQ(r.rc, 0) << r.show();
-}
-
 TEST(GenerateFlags, GenerateParsesPromptIdsStrictly) {
   mg::test::ShellTempDir dir;
-  ASSERT_NO_FATAL_FAILURE(make_checkpoint(dir.path));
+  ASSERT_NO_FATAL_FAILURE(mg::test::write_documented_checkpoint(dir.path));
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"1 x 2", "'x' (word 2) is not a token id"},
       {"1 2.5", "'2.5' (word 2) is not a token id"},
@@ -58,7 +49,7 @@ TEST(GenerateFlags, GenerateParsesPromptIdsStrictly) {
 
 TEST(GenerateFlags, GenerateRefusesSamplingFlagsOutOfRange) {
   mg::test::ShellTempDir dir;
-  ASSERT_NO_FATAL_FAILURE(make_checkpoint(dir.path));
+  ASSERT_NO_FATAL_FAILURE(mg::test::write_documented_checkpoint(dir.path));
   // Boost.Program_options reads doubles with lexical_cast: "nan", "NaN", "-nan" and "inf" parse.
   // A negative value is given as --flag=-1 (Boost takes a separate "-1" for an option).
   const std::vector<std::pair<std::string, std::string>> cases = {

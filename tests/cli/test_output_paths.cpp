@@ -17,28 +17,22 @@ namespace {
 using mg::test::kMagellan;
 using mg::test::sh;
 
-std::string bytes_of(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using mg::test::bytes_of;
 
 TEST(OutputPaths, AnOutputThatIsAnInputIsRefused) {
   mg::test::ShellTempDir dir;
-  // A float32 Mamba checkpoint written by the documented h5py recipe.
-  std::string recipe = mg::test_paths::read_repo_file("docs/checkpoint-format.md");
-  recipe = recipe.substr(recipe.find("```python\n", recipe.find("A complete example")) + 10);
-  std::ofstream(dir.path / "make.py") << recipe.substr(0, recipe.find("\n```") + 1);
-  auto r = sh(dir.path, "/usr/bin/python3 make.py && ln -s init.h5 soft.h5 && ln init.h5 hard.h5 && mkdir sub");
+  ASSERT_NO_FATAL_FAILURE(mg::test::write_documented_checkpoint(dir.path));
+  auto r = sh(dir.path, "ln -s init.h5 soft.h5 && ln init.h5 hard.h5 && mkdir sub");
   ASSERT_EQ(r.rc, 0) << r.show();
   const std::string before = bytes_of(dir.path / "init.h5");
-  for (const std::string& cmd : {"quantize --checkpoint init.h5 -o init.h5", "quantize --checkpoint init.h5 -o soft.h5",
+  for (const char* cmd : {"quantize --checkpoint init.h5 -o init.h5", "quantize --checkpoint init.h5 -o soft.h5",
                                  "quantize --checkpoint init.h5 -o hard.h5", "quantize --checkpoint init.h5 -o ./sub/../init.h5",
                                  "merge-lora --checkpoint init.h5 -o hard.h5", "export-experts --checkpoint init.h5 -o soft.h5"}) {
     r = sh(dir.path, kMagellan + " " + cmd);
     EXPECT_EQ(r.rc, 1) << r.show();
     EXPECT_NE(r.out.find("(the same file): writing it would destroy the input"), std::string::npos) << r.show();
   }
-  for (const std::string& out : {"/dev/null", "sub"}) {
+  for (const char* out : {"/dev/null", "sub"}) {
     r = sh(dir.path, kMagellan + " quantize --checkpoint init.h5 -o " + out);
     EXPECT_EQ(r.rc, 1) << r.show();
     EXPECT_NE(r.out.find("is not a regular file"), std::string::npos) << r.show();
