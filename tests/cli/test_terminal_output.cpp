@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
-#include <regex>
 #include <string>
 
 #include "tests/cli/cli_shell.h"
@@ -13,6 +12,12 @@ namespace {
 
 using mg::test::kMagellan;
 using mg::test::sh;
+
+// Terminal output made readable in a failure message: ESC shown as <ESC>.
+std::string visible(std::string s) {
+  for (size_t at = s.find('\033'); at != std::string::npos; at = s.find('\033', at)) s.replace(at, 1, "<ESC>");
+  return s;
+}
 
 TEST(TerminalOutput, EvalLinesDoNotGlueToTheProgressLine) {
   mg::test::ShellTempDir dir;
@@ -33,7 +38,7 @@ TEST(TerminalOutput, EvalLinesDoNotGlueToTheProgressLine) {
     const std::string before = r.out.substr(open >= 4 ? open - 4 : 0, open >= 4 ? 4 : open);
     const bool clean = (!before.empty() && before.back() == '\n') || before.ends_with("\r\033[K") || open == 0;
     EXPECT_TRUE(clean) << "an eval line glued to what came before it: ..."
-                       << std::regex_replace(r.out.substr(open >= 60 ? open - 60 : 0, 120), std::regex("\033"), "<ESC>");
+                       << visible(r.out.substr(open >= 60 ? open - 60 : 0, 120));
     ++log_lines;
   }
   EXPECT_EQ(log_lines, 2) << r.show();
