@@ -6,8 +6,8 @@
 //   __fmaf_rn  <- _mm256_fmadd_ps / fnmadd (one rounding), or an FMA GCC contracted
 //   __fmul_rn  <- _mm256_mul_ps, a separate multiply
 //   __fdiv_rn, __fsqrt_rn <- the IEEE divide and square root (no fast approximations)
-// The per-step constants are computed on the host in double exactly as make_constants() in
-// trainer/adamw.cpp (same expressions, same libm).
+// The per-step constants are the CPU's own, computed on the host in double
+// (trainer/adamw_constants.h).
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -19,6 +19,7 @@
 #include "cuda/launch.cuh"
 #include "cuda/optimizer_kernels.h"
 #include "cuda/runtime.h"
+#include "trainer/adamw_constants.h"
 
 namespace mg::cuda {
 
@@ -26,35 +27,11 @@ namespace {
 
 // ---- AdamW ------------------------------------------------------------------------------
 
-// trainer/adamw.cpp's AdamWConstants, as scalars.
-struct AdamWConstants {
-  float beta1, beta2, sqrt_beta2;
-  float m_grad_coef;   // (1 - beta1) * grad_scale
-  float v_grad_coef;   // (1 - beta2) * grad_scale^2
-  float decay;         // 1 - lr * weight_decay
-  float step_size;     // lr / (1 - beta1^t)
-  float inv_sqrt_bc2;  // 1 / sqrt(1 - beta2^t)
-  float eps;
-};
+// The per-step constants, from the expressions the CPU kernels use (trainer/adamw_constants.h).
+using AdamWConstants = AdamWStepConstants;
 
-// The same double expressions as trainer/adamw.cpp's make_constants. None of them can change
-// under FMA contraction by the host compiler: the one multiply-add, 1 - lr * wd, multiplies two
-// floats, which is exact in double.
 AdamWConstants make_constants(const AdamWArgs& h, float grad_scale) {
-  const double t = static_cast<double>(h.step), gs = grad_scale;
-  const double bc1 = 1.0 - std::pow(double(h.beta1), t);
-  const double bc2 = 1.0 - std::pow(double(h.beta2), t);
-  AdamWConstants c;
-  c.beta1 = h.beta1;
-  c.beta2 = h.beta2;
-  c.sqrt_beta2 = static_cast<float>(std::sqrt(double(h.beta2)));
-  c.m_grad_coef = static_cast<float>((1.0 - h.beta1) * gs);
-  c.v_grad_coef = static_cast<float>((1.0 - h.beta2) * gs * gs);
-  c.decay = static_cast<float>(1.0 - double(h.lr) * double(h.weight_decay));
-  c.step_size = static_cast<float>(h.lr / bc1);
-  c.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
-  c.eps = h.eps;
-  return c;
+  return adamw_step_constants(h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.step, grad_scale);
 }
 
 void check_adamw_args(const char* where, const AdamWArgs& h, int64_t n) {

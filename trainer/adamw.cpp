@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "autograd/error.h"
+#include "trainer/adamw_constants.h"
 
 namespace mg {
 
@@ -18,10 +19,8 @@ constexpr int64_t kLanes = 8;                       // floats per AVX2 register
 constexpr int64_t kFp32Chunk = 4096;                // elements per OpenMP work item (fp32 kernel)
 constexpr int64_t kParallelMin = int64_t{1} << 15;  // below this, thread start-up dominates
 
-// Per-step constants shared by both kernels, computed once in double like PyTorch's Python
-// floats (bias_correction1 = 1 - beta1**step, ...). grad_scale is folded into the gradient
-// coefficients, which saves a multiply per element (the kernels are bound by instruction count
-// once two threads share the memory traffic).
+// Per-step constants shared by both kernels (trainer/adamw_constants.h, also the GPU's),
+// broadcast to 8 lanes where the kernels use them as vectors.
 struct AdamWConstants {
   float beta1, sqrt_beta2;  // scalars: the fp16 kernel folds them into per-block scales
   __m256 beta1_v, beta2_v;
@@ -34,20 +33,19 @@ struct AdamWConstants {
 };
 
 AdamWConstants make_constants(const AdamWHyper& h, float grad_scale) {
-  const double t = static_cast<double>(h.step), gs = grad_scale;
-  const double bc1 = 1.0 - std::pow(double(h.beta1), t);
-  const double bc2 = 1.0 - std::pow(double(h.beta2), t);
+  const AdamWStepConstants s =
+      adamw_step_constants(h.lr, h.beta1, h.beta2, h.eps, h.weight_decay, h.step, grad_scale);
   AdamWConstants c;
-  c.beta1 = h.beta1;
-  c.sqrt_beta2 = static_cast<float>(std::sqrt(double(h.beta2)));
-  c.beta1_v = _mm256_set1_ps(h.beta1);
-  c.beta2_v = _mm256_set1_ps(h.beta2);
-  c.m_grad_coef = _mm256_set1_ps(static_cast<float>((1.0 - h.beta1) * gs));
-  c.v_grad_coef = _mm256_set1_ps(static_cast<float>((1.0 - h.beta2) * gs * gs));
-  c.decay = _mm256_set1_ps(static_cast<float>(1.0 - double(h.lr) * double(h.weight_decay)));
-  c.step_size = _mm256_set1_ps(static_cast<float>(h.lr / bc1));
-  c.inv_sqrt_bc2 = _mm256_set1_ps(static_cast<float>(1.0 / std::sqrt(bc2)));
-  c.eps = _mm256_set1_ps(h.eps);
+  c.beta1 = s.beta1;
+  c.sqrt_beta2 = s.sqrt_beta2;
+  c.beta1_v = _mm256_set1_ps(s.beta1);
+  c.beta2_v = _mm256_set1_ps(s.beta2);
+  c.m_grad_coef = _mm256_set1_ps(s.m_grad_coef);
+  c.v_grad_coef = _mm256_set1_ps(s.v_grad_coef);
+  c.decay = _mm256_set1_ps(s.decay);
+  c.step_size = _mm256_set1_ps(s.step_size);
+  c.inv_sqrt_bc2 = _mm256_set1_ps(s.inv_sqrt_bc2);
+  c.eps = _mm256_set1_ps(s.eps);
   return c;
 }
 
