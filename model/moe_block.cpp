@@ -103,8 +103,8 @@ std::vector<int32_t> topk_experts(const Tensor& probs, int64_t k) {
 namespace ops {
 // Computed on the host (k values per token); on the GPU the weights go back to the device and
 // the backward brings dW across, as topk_experts does with the probabilities.
-Tensor routing_weights(const Tensor& probs, const std::vector<int32_t>& idx, int64_t k) {
-  const Tensor p = probs.to(Device::CPU);
+Tensor routing_weights(const Tensor& probs, const std::vector<int32_t>& idx, int64_t k, const Tensor& p_host) {
+  const Tensor p = p_host.defined() ? p_host : probs.to(Device::CPU);
   const Device dev = probs.device();
   const int64_t E = p.dim(-1), M = p.numel() / E;
   Tensor w = Tensor::empty({M, k}, p.dtype());
@@ -155,8 +155,9 @@ MoeOutput MoeMixer::forward(const Tensor& h, Rng* rng, bool training) const {
   Tensor x = ops::reshape(h, {M, C});                          // (M,C)
   Tensor logits = router.forward(x, rng, training);            // (M,E)
   Tensor p = ops::softmax(logits);                             // (M,E)
-  std::vector<int32_t> idx = topk_experts(p, k);               // (M,k), not differentiable
-  Tensor w = ops::reshape(ops::routing_weights(p, idx, k), {M * k, 1});  // (M*k, 1)
+  const Tensor p_host = p.to(Device::CPU);                     // routing is decided on the host
+  std::vector<int32_t> idx = topk_experts(p_host, k);          // (M,k), not differentiable
+  Tensor w = ops::reshape(ops::routing_weights(p, idx, k, p_host), {M * k, 1});  // (M*k, 1)
 
   // Group assignments by expert, in token order; apply the capacity limit.
   const int64_t capacity = capacity_factor

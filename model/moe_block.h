@@ -77,7 +77,9 @@ std::vector<int32_t> topk_experts(const Tensor& p, int64_t k);
 namespace ops {
 // w (M, k) = p[m, idx[m, j]] / sum_j p[m, idx[m, j]], differentiable in p (M, E).
 //   dp[m, idx_j] += (dw_j - sum_l dw_l w_l) / S_m
-Tensor routing_weights(const Tensor& p, const std::vector<int32_t>& idx, int64_t k);
+// `p_host`: p's values on the CPU when the caller already copied them (p on the GPU), so the
+// copy is made once per layer; undefined = copy here.
+Tensor routing_weights(const Tensor& p, const std::vector<int32_t>& idx, int64_t k, const Tensor& p_host = Tensor());
 }  // namespace ops
 
 }  // namespace mg
